@@ -1,0 +1,17 @@
+"""Billing rules used by the job service. This version has a bug."""
+
+TAX_RATE = 0.2
+
+
+def line_total(item):
+    return item["qty"] * item["unit_price"]
+
+
+def invoice(order):
+    """Total with tax, and the average price per unit."""
+    subtotal = sum(line_total(i) for i in order["items"])
+    units = sum(i["qty"] for i in order["items"])
+    average = subtotal / units if units else 0.0
+    # Crash: a new lookup that fails for orders without a "region" key.
+    region = order["region"]
+    return {"order": order["id"], "total": round(subtotal * (1 + TAX_RATE), 2), "average": round(average, 2), "region": region}

@@ -1,0 +1,26 @@
+"""hotfix: patch a running Python process in place, safely.
+
+Verify the file on disk, park workers at safepoints, swap definitions in
+place (identities kept), watch a probation window, roll back by itself.
+"""
+
+from ._baseline import install, installed, uninstall
+from ._exceptions import HotfixError, PatchRejected, PatchRolledBack
+from ._records import Patch, Rollback, SwapEvent
+from ._transaction import apply, dry_run, history, rollback
+
+__all__ = [
+    "HotfixError",
+    "Patch",
+    "PatchRejected",
+    "PatchRolledBack",
+    "Rollback",
+    "SwapEvent",
+    "apply",
+    "dry_run",
+    "history",
+    "install",
+    "installed",
+    "rollback",
+    "uninstall",
+]

@@ -1,0 +1,358 @@
+"""The swap: carry out a verified change in place, recording how to undo it.
+
+The problem: a reloaded module normally gets *new* function and class
+objects, while every reference the program already holds (``from m import
+f``, callbacks in registries, bound methods, decorator wrappers, instances'
+classes) keeps the old ones. ``importlib.reload`` also re-runs every
+statement, resetting module state and re-running decorators.
+
+What we do instead: work definition by definition (``verification`` lists
+the changes in source order). A changed function keeps its identity and
+receives the new ``__code__``, defaults, kwdefaults, annotations and
+docstring, so every reference sees the fix. Classes keep their identity;
+their methods are updated, added or removed in their ``__dict__``. Only
+new or changed plain statements run, each in a scratch namespace whose
+bindings are then copied in. Every mutation goes through ``UndoLog``,
+which remembers the exact previous object, so a rollback restores
+identities (``f.__code__ is old_code``) rather than recompiling.
+
+Limits: a function whose closure variables change, or whose decorators
+change, cannot keep its identity (``__closure__`` is read-only): it is
+re-created and references held elsewhere keep the old object (the report
+says ``closure-changed``/``decorators-changed``, both risky). Statements
+with side effects outside their own bindings (``registry.append(...)``)
+cannot be undone beyond their bindings; they are reported as risky.
+Closures created at run time by an old function keep old code until they
+are created again.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import linecache
+import sys
+import types
+from collections.abc import Callable
+
+from verification import (
+    AddDefinition,
+    Analysis,
+    Baseline,
+    ModifyFunction,
+    RemoveName,
+    RunStatement,
+)
+from verification._model import ClassDef, FunctionDef
+
+from ._baseline import get_baseline, set_baseline
+from ._records import SwapEvent
+
+_MISSING = object()
+_SHARED_IMMUTABLES = (int, float, str, bytes, bool, type(None), tuple, frozenset)
+
+
+class SwapError(Exception):
+    """Internal: the swap failed; the undo log has everything to restore."""
+
+
+class UndoLog:
+    """Every mutation of the swap, in order, with the value it replaced."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def set_attr(self, obj: object, name: str, value: object) -> None:
+        old = vars(obj).get(name, _MISSING) if isinstance(obj, type) else getattr(obj, name, _MISSING)
+        setattr(obj, name, value)
+        self._entries.append(("attr", obj, name, old))
+
+    def del_attr(self, obj: type, name: str) -> None:
+        old = vars(obj)[name]
+        delattr(obj, name)
+        self._entries.append(("attr", obj, name, old))
+
+    def set_item(self, mapping: dict, key: str, value: object) -> None:
+        old = mapping.get(key, _MISSING)
+        mapping[key] = value
+        self._entries.append(("item", mapping, key, old))
+
+    def del_item(self, mapping: dict, key: str) -> None:
+        old = mapping.pop(key)
+        self._entries.append(("item", mapping, key, old))
+
+    def call(self, do: Callable[[], None], undo: Callable[[], None]) -> None:
+        do()
+        self._entries.append(("call", undo, None, None))
+
+    def module_rebinds(self) -> list[tuple[dict, str, object]]:
+        return [(m, k, old) for kind, m, k, old in self._entries if kind == "item"]
+
+    def undo(self) -> None:
+        """Restore everything, newest first. Each entry is restored even if another fails."""
+        errors = []
+        for kind, target, name, old in reversed(self._entries):
+            try:
+                if kind == "call":
+                    target()
+                elif kind == "attr":
+                    if old is _MISSING:
+                        if name in vars(target):
+                            delattr(target, name)
+                    else:
+                        setattr(target, name, old)
+                elif old is _MISSING:
+                    target.pop(name, None)
+                else:
+                    target[name] = old
+            except Exception as exc:  # noqa: BLE001 - keep restoring; report all at the end
+                errors.append(f"{kind} {name}: {exc!r}")
+        self._entries.clear()
+        if errors:
+            raise RuntimeError("rollback could not restore: " + "; ".join(errors))
+
+
+class Swapper:
+    """Applies one module's ``Analysis`` through an ``UndoLog``."""
+
+    def __init__(self, analysis: Analysis, undo: UndoLog) -> None:
+        self.a = analysis
+        self.module = analysis.module
+        self.name = analysis.module.__name__
+        self.g = analysis.module.__dict__
+        self.path = analysis.source.state.path
+        self.undo = undo
+        self.events: list[SwapEvent] = []
+        self.future_annotations = analysis.new.future_annotations
+        self.rebound: dict[str, object] = {}  # module-level name -> value it had before
+
+    def event(self, action: str, qualname: str) -> None:
+        self.events.append(SwapEvent(self.name, action, qualname))
+
+    # -- scopes
+
+    def resolve(self, prefix: str) -> object:
+        obj: object = self.module
+        for part in filter(None, prefix.split(".")):
+            obj = vars(obj)[part]
+        return obj
+
+    def bind(self, scope: object, name: str, value: object) -> None:
+        if isinstance(scope, types.ModuleType):
+            if name in self.g and name not in self.rebound:
+                self.rebound[name] = self.g[name]
+            self.undo.set_item(self.g, name, value)
+        else:
+            self.undo.set_attr(scope, name, value)
+
+    def unbind(self, scope: object, name: str) -> None:
+        if isinstance(scope, types.ModuleType):
+            self.undo.del_item(self.g, name)
+        elif name in vars(scope):
+            self.undo.del_attr(scope, name)
+
+    def local_namespace(self, scope: object) -> dict | None:
+        return None if isinstance(scope, types.ModuleType) else dict(vars(scope))
+
+    # -- the run
+
+    def run(self) -> list[SwapEvent]:
+        for change in self.a.changes:
+            if isinstance(change, ModifyFunction):
+                self.modify(change)
+            elif isinstance(change, AddDefinition):
+                scope = self.resolve(change.scope)
+                value = self.build(change.new, scope)
+                self.bind(scope, change.new.name, value)
+                self.event("define", change.new.qualname)
+            elif isinstance(change, RunStatement):
+                self.statement(change)
+            elif isinstance(change, RemoveName):
+                self.unbind(self.resolve(change.scope), change.name)
+                self.event("remove", change.scope + change.name)
+        self.refresh_linecache()
+        self.rebind_dependents()
+        self.adopt_baseline()
+        return self.events
+
+    def modify(self, c: ModifyFunction) -> None:
+        scope = self.resolve(c.scope)
+        q = c.new.qualname
+        if c.replace:
+            self.bind(scope, c.new.name, self.build(c.new, scope))
+            self.event("replace", q)
+            return
+        local = self.local_namespace(scope)
+        for f in c.live:
+            if c.code_changed:
+                if len(c.new.code.co_freevars) != len(f.__closure__ or ()):
+                    raise SwapError(f"{q}: closure size changed; cannot keep identity")
+                self.undo.set_attr(f, "__code__", c.new.code)
+                self.event("code", q)
+            if c.defaults_changed:
+                defaults, kwdefaults = self.eval_defaults(c.new.node, local)
+                self.undo.set_attr(f, "__defaults__", defaults)
+                self.undo.set_attr(f, "__kwdefaults__", kwdefaults)
+                self.event("defaults", q)
+            if c.annotations_changed:
+                self.undo.set_attr(f, "__annotations__", self.eval_annotations(c.new.node, local))
+                self.event("annotations", q)
+            if c.doc_changed:
+                self.undo.set_attr(f, "__doc__", _docstring(c.new))
+                self.event("doc", q)
+        holder = vars(scope).get(c.new.name)
+        clear = getattr(holder, "cache_clear", None)
+        if callable(clear) and (c.code_changed or c.defaults_changed):
+            clear()  # cached results were computed by the old code
+            self.event("cache-clear", q)
+
+    def statement(self, c: RunStatement) -> None:
+        scope = self.resolve(c.scope)
+        s = c.statement
+        where = c.scope + (f"<line {s.node.lineno}>")
+        if s.is_docstring:
+            if isinstance(scope, types.ModuleType):
+                self.bind(scope, "__doc__", s.node.value.value)
+            else:
+                self.undo.set_attr(scope, "__doc__", s.node.value.value)
+            self.event("doc", c.scope.rstrip(".") or self.name)
+            return
+        code = compile(ast.Module(body=[s.node], type_ignores=[]), self.path, "exec",
+                       flags=self.compile_flags(), dont_inherit=True)
+        before = self.local_namespace(scope)
+        local = {} if before is None else dict(before)
+        exec(code, self.g, local)  # noqa: S102 - code compiled from the verified file on disk
+        for name, value in local.items():
+            if before is None or before.get(name, _MISSING) is not value:
+                self.bind(scope, name, value)
+        self.event("run", where)
+
+    # -- building new objects from verified code
+
+    def compile_flags(self) -> int:
+        import __future__
+
+        return __future__.annotations.compiler_flag if self.future_annotations else 0
+
+    def evaluate(self, expr: ast.expr, local: dict | None) -> object:
+        code = compile(ast.Expression(body=expr), self.path, "eval", flags=self.compile_flags(), dont_inherit=True)
+        return eval(code, self.g, local)  # noqa: S307 - expression from the verified file on disk
+
+    def eval_defaults(self, node: ast.AST, local: dict | None) -> tuple[tuple | None, dict | None]:
+        defaults = tuple(self.evaluate(d, local) for d in node.args.defaults) or None
+        kw = {a.arg: self.evaluate(d, local) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is not None}
+        return defaults, kw or None
+
+    def eval_annotations(self, node: ast.AST, local: dict | None) -> dict:
+        a = node.args
+        out = {}
+        for arg in a.posonlyargs + a.args + ([a.vararg] if a.vararg else []) + a.kwonlyargs + ([a.kwarg] if a.kwarg else []):
+            if arg.annotation is not None:
+                out[arg.arg] = self.annotation(arg.annotation, local)
+        if node.returns is not None:
+            out["return"] = self.annotation(node.returns, local)
+        return out
+
+    def annotation(self, expr: ast.expr, local: dict | None) -> object:
+        return ast.unparse(expr) if self.future_annotations else self.evaluate(expr, local)
+
+    def build(self, d: FunctionDef | ClassDef, scope: object) -> object:
+        local = self.local_namespace(scope)
+        decorators = [self.evaluate(x, local) for x in d.node.decorator_list]
+        if isinstance(d, ClassDef):
+            bases = [self.evaluate(b, local) for b in d.node.bases]
+            keywords = {k.arg: self.evaluate(k.value, local) for k in d.node.keywords}
+            body = types.FunctionType(d.code, self.g, d.name)
+            value: object = builtins.__build_class__(body, d.name, *bases, **keywords)
+        else:
+            closure = None
+            if d.code.co_freevars:
+                if d.code.co_freevars != ("__class__",) or not isinstance(scope, type):
+                    raise SwapError(f"{d.qualname} needs closure variables {d.code.co_freevars}")
+                closure = (types.CellType(scope),)  # zero-argument super() sees the live class
+            defaults, kwdefaults = self.eval_defaults(d.node, local)
+            fn = types.FunctionType(d.code, self.g, d.name, defaults, closure)
+            fn.__kwdefaults__ = kwdefaults
+            fn.__annotations__ = self.eval_annotations(d.node, local)
+            fn.__qualname__ = d.qualname
+            fn.__doc__ = _docstring(d)
+            value = fn
+        for decorator in reversed(decorators):
+            value = decorator(value)
+        return value
+
+    # -- after the definitions
+
+    def refresh_linecache(self) -> None:
+        state = self.a.source.state
+        lines = self.a.source.text.splitlines(keepends=True)
+        old = linecache.cache.get(self.path, _MISSING)
+        entry = (state.size, state.mtime_ns / 1e9, lines, self.path)
+
+        def undo() -> None:
+            if old is _MISSING:
+                linecache.cache.pop(self.path, None)
+            else:
+                linecache.cache[self.path] = old
+
+        self.undo.call(functools.partial(linecache.cache.__setitem__, self.path, entry), undo)
+
+    def rebind_dependents(self) -> None:
+        """Modules that did ``from <this> import NAME`` get the new value of NAME."""
+        changed = {n: old for n, old in self.rebound.items() if self.g.get(n, _MISSING) is not old}
+        if not changed:
+            return
+        for other_name, other in list(sys.modules.items()):
+            ns = getattr(other, "__dict__", None)
+            if other is self.module or not isinstance(ns, dict):
+                continue
+            for n, old in changed.items():
+                if ns.get(n, _MISSING) is old and self.imports_from_us(other_name, old):
+                    self.undo.set_item(ns, n, self.g[n])
+                    self.event("rebind", f"{other_name}.{n}")
+
+    def imports_from_us(self, other_name: str, value: object) -> bool:
+        """Identity is enough for objects; small shared immutables need the import in the source."""
+        if not isinstance(value, _SHARED_IMMUTABLES):
+            return True
+        base = get_baseline(other_name)
+        return base is not None and f"from {self.name} import" in base.text or (
+            base is not None and f"from .{self.name.rpartition('.')[2]} import" in base.text)
+
+    def adopt_baseline(self) -> None:
+        old = get_baseline(self.name)
+        new = Baseline(state=self.a.source.state, text=self.a.source.text)
+        self.undo.call(functools.partial(set_baseline, self.name, new),
+                       functools.partial(set_baseline, self.name, old))
+
+
+def _docstring(d: FunctionDef) -> str | None:
+    if ast.get_docstring(d.node, clean=False) is None:
+        return None
+    first = d.code.co_consts[0] if d.code.co_consts else None
+    return first if isinstance(first, str) else ast.get_docstring(d.node)
+
+
+def verify_swapped(analysis: Analysis) -> list[str]:
+    """Every definition's live function now runs exactly the compiled disk code."""
+    from verification._live import functions_named
+
+    problems = []
+    module = analysis.module
+
+    def check_scope(scope_obj: object, entries: tuple) -> None:
+        ns = vars(scope_obj)
+        for e in entries:
+            if isinstance(e, FunctionDef):
+                live = functions_named(ns.get(e.name), e.qualname)
+                if live and not any(f.__code__ is e.code or f.__code__ == e.code for f in live):
+                    problems.append(f"{e.qualname} does not run the disk code")
+            elif isinstance(e, ClassDef) and isinstance(ns.get(e.name), type):
+                check_scope(ns[e.name], e.body.entries)
+
+    check_scope(module, analysis.new.scope.entries)
+    return problems

@@ -1,0 +1,349 @@
+"""The transaction: verify, pause, re-check, swap, verify, resume, probation.
+
+One transaction at a time (a second concurrent request is refused, not
+queued). Every failure before the swap leaves the process untouched; every
+failure after it is undone from the ``UndoLog`` under a pause, so the
+process returns to the exact previous objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+import safepoints
+from verification import (
+    BLOCKED,
+    RISKY,
+    UNCHANGED,
+    Analysis,
+    ModifyFunction,
+    Report,
+    SourceProblem,
+    analyze,
+    iter_code_tree,
+    read_source,
+)
+
+from ._baseline import get_baseline
+from ._exceptions import PatchRejected, PatchRolledBack
+from ._probation import ProbationWatch
+from ._records import Patch, Rollback, SwapEvent
+from ._swap import Swapper, UndoLog, verify_swapped
+
+DEFAULT_PROBATION = 3.0
+DEFAULT_TIMEOUT = 2.0
+#: How many applied patches can still be rolled back; older undo data is released.
+ROLLBACK_DEPTH = 16
+
+_log = logging.getLogger("hotfix")
+_tx_lock = threading.Lock()
+_state_lock = threading.Lock()
+_history: list[Patch | Rollback] = []
+_applied: list[_Applied] = []  # rollback-able patches, oldest first
+_ids = itertools.count(1)
+
+Check = Callable[[], object]
+Target = types.ModuleType | str
+
+
+@attrs.define(eq=False)
+class _Applied:
+    patch: Patch
+    undo: UndoLog
+
+
+class _PatchLog(logging.LoggerAdapter):
+    """Every record carries the patch id (``record.patch_id``), like a trace id."""
+
+    def process(self, msg, kwargs):  # noqa: ANN001 - LoggerAdapter protocol
+        kwargs.setdefault("extra", {})["patch_id"] = self.extra["patch_id"]
+        return f"[{self.extra['patch_id']}] {msg}", kwargs
+
+
+# --------------------------------------------------------------------------- public
+
+
+def resolve_module(target: Target) -> types.ModuleType:
+    """A loaded module by object or dotted name; ``PatchRejected`` if it is not loaded."""
+    if isinstance(target, types.ModuleType):
+        if sys.modules.get(target.__name__) is not target:
+            raise PatchRejected(f"module {target.__name__} is not the one in sys.modules; pass the loaded module or its name.")
+        return target
+    if not isinstance(target, str) or not target:
+        raise PatchRejected(f"{target!r} is not a module or a module name; pass a loaded module or its dotted name.")
+    module = sys.modules.get(target)
+    if module is None:
+        raise PatchRejected(f"module {target} is not loaded in this process; only imported modules can be patched.")
+    return module
+
+
+def dry_run(target: Target) -> Report:
+    """Verify a module against its file on disk. Changes nothing, runs no module code."""
+    module = resolve_module(target)
+    return analyze(module, get_baseline(module.__name__)).report
+
+
+def history() -> list[Patch | Rollback]:
+    """Every patch and rollback, oldest first."""
+    with _state_lock:
+        return list(_history)
+
+
+def apply(
+    target: Target | Sequence[Target],
+    *,
+    checks: Iterable[Check] = (),
+    probation: float = DEFAULT_PROBATION,
+    timeout: float = DEFAULT_TIMEOUT,
+    allow_risky: bool = False,
+    expect_sha256: str | Sequence[str] | None = None,
+    expected_exceptions: tuple[type[BaseException], ...] = (),
+) -> Patch:
+    """Adopt the disk source of one module (or several, as one unit) in place.
+
+    Returns after probation. Raises ``PatchRejected`` (nothing changed) or
+    ``PatchRolledBack`` (applied, then undone).
+    """
+    targets = [target] if isinstance(target, types.ModuleType | str) else list(target)
+    if not targets:
+        raise PatchRejected("no module given; pass a module or its name.")
+    modules = [resolve_module(t) for t in targets]
+    if not _tx_lock.acquire(blocking=False):
+        raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.")
+    try:
+        return _apply_locked(modules, list(checks), probation, timeout, allow_risky,
+                             _pins(expect_sha256, len(modules)), expected_exceptions)
+    finally:
+        _tx_lock.release()
+
+
+def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> Rollback:
+    """Undo the latest applied patch (or ``patch_id``), restoring the exact previous objects."""
+    if not _tx_lock.acquire(blocking=False):
+        raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.")
+    try:
+        with _state_lock:
+            if not _applied:
+                raise PatchRejected("there is no applied patch to roll back.")
+            index = len(_applied) - 1 if patch_id is None else next(
+                (i for i, a in enumerate(_applied) if a.patch.id == patch_id), None)
+            if index is None:
+                known = any(isinstance(h, Patch) and h.id == patch_id for h in _history)
+                why = "it was already rolled back or is too old to roll back" if known else "no such patch"
+                raise PatchRejected(f"patch {patch_id} cannot be rolled back: {why}.")
+            entry = _applied[index]
+            later = [a.patch.id for a in _applied[index + 1:] if set(a.patch.modules) & set(entry.patch.modules)]
+            if later:
+                raise PatchRejected(f"patch {entry.patch.id} has later patches on the same modules ({', '.join(later)}); roll those back first.")
+        plog = _PatchLog(_log, {"patch_id": entry.patch.id})
+        try:
+            stall = _undo_under_pause(entry.undo, timeout)
+        except safepoints.PauseTimeout as exc:
+            raise PatchRejected(f"rollback of {entry.patch.id} refused: workers did not park within {timeout}s ({exc}); try again.") from None
+        record = Rollback(entry.patch.id, entry.patch.modules, "requested", "rolled back on request", stall, time.time())
+        with _state_lock:
+            _applied.remove(entry)
+            _history.append(record)
+        plog.info("rolled back on request (stall %.6fs)", stall)
+        return record
+    finally:
+        _tx_lock.release()
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _pins(expect: str | Sequence[str] | None, n: int) -> list[str | None]:
+    if expect is None:
+        return [None] * n
+    pins = [expect] if isinstance(expect, str) else list(expect)
+    if len(pins) != n:
+        raise PatchRejected(f"expect_sha256 has {len(pins)} values for {n} modules; give one per module.")
+    return pins
+
+
+def _new_id(analyses: list[Analysis]) -> str:
+    sha = analyses[0].source.state.sha256[:8] if analyses[0].source else "none"
+    return f"hf-{os.getpid()}-{next(_ids)}-{sha}"
+
+
+def _apply_locked(modules, checks, probation, timeout, allow_risky, pins, expected) -> Patch:
+    started = time.time()
+    analyses = [analyze(m, get_baseline(m.__name__)) for m in modules]
+    reports = tuple(a.report for a in analyses)
+    first = reports[0] if len(reports) == 1 else reports
+    for a, pin in zip(analyses, pins, strict=True):
+        r = a.report
+        if r.verdict == BLOCKED:
+            worst = next(f for f in r.findings if f.severity == BLOCKED)
+            raise PatchRejected(f"{r.module} was not patched: {worst.message}; fix the file and try again.", first)
+        if r.verdict == RISKY and not allow_risky:
+            codes = sorted({f.code for f in r.findings if f.severity == RISKY})
+            raise PatchRejected(
+                f"{r.module} was not patched: the change is risky ({', '.join(codes)}); review the dry run and pass allow_risky=True to apply it.",
+                first)
+        if pin is not None and (a.source is None or a.source.state.sha256 != pin):
+            actual = a.source.state.sha256 if a.source else "unreadable"
+            raise PatchRejected(f"{r.module} was not patched: the file's sha256 is {actual[:12]}, not the reviewed {pin[:12]}; dry-run again.", first)
+    patch_id = _new_id(analyses)
+    plog = _PatchLog(_log, {"patch_id": patch_id})
+    names = tuple(m.__name__ for m in modules)
+    shas = tuple(a.source.state.sha256 if a.source else "" for a in analyses)
+    if all(r.verdict == UNCHANGED for r in reports):
+        patch = Patch(patch_id, "unchanged", names, first, reports, (), 0.0, started, None, time.time(), 0.0, shas)
+        with _state_lock:
+            _history.append(patch)
+        plog.info("%s unchanged: nothing to apply", ", ".join(names))
+        return patch
+    work = [a for a in analyses if a.report.verdict != UNCHANGED]
+    plog.info("applying %s (verdicts %s)", ", ".join(names), ", ".join(r.verdict for r in reports))
+    undo = UndoLog()
+    events: list[SwapEvent] = []
+    try:
+        with safepoints.pause(timeout=timeout) as held:
+            _wait_consistent(work, started + timeout, first)
+            _recheck_files(work, first)
+            try:
+                for a in work:
+                    events.extend(Swapper(a, undo).run())
+                problems = [p for a in work for p in verify_swapped(a)]
+                if problems:
+                    raise RuntimeError("; ".join(problems))
+            except BaseException as exc:
+                undo.undo()
+                raise PatchRejected(
+                    f"{', '.join(names)} was not patched: {type(exc).__name__} during the swap: {exc}; nothing was changed, fix the source and try again.",
+                    first, error=exc) from exc
+    except safepoints.PauseTimeout as exc:
+        raise PatchRejected(f"{', '.join(names)} was not patched: workers did not park within {timeout}s: {exc}", first) from None
+    applied_at = time.time()
+    stall = held.stall_seconds
+    plog.info("swapped %d definitions (workers held %.6fs)", len(events), stall)
+    patch = Patch(patch_id, "applied", names, first, reports, tuple(events), stall, started, applied_at, 0.0, 0.0, shas)
+    failure = _probation(work, undo, checks, probation, expected, plog)
+    if failure is not None:
+        reason, detail, exc = failure
+        rb_stall = _automatic_undo(undo, max(timeout, 1.0), plog)
+        record = Rollback(patch_id, names, reason, detail, rb_stall, time.time())
+        with _state_lock:
+            _history.append(attrs.evolve(patch, finished_at=time.time(), probation_seconds=time.time() - applied_at))
+            _history.append(record)
+        plog.warning("rolled back: %s", detail)
+        raise PatchRolledBack(f"{', '.join(names)} was patched and rolled back: {detail}; the previous code is running, fix the source and apply again.",
+                              first, failure=exc, patch_id=patch_id, reason=reason)
+    finished = time.time()
+    patch = attrs.evolve(patch, finished_at=finished, probation_seconds=finished - applied_at)
+    with _state_lock:
+        _history.append(patch)
+        _applied.append(_Applied(patch, undo))
+        del _applied[:-ROLLBACK_DEPTH]  # older versions can no longer be rolled back to: release them
+    plog.info("applied; probation passed")
+    return patch
+
+
+def _replaced_codes(analyses: list[Analysis]) -> set[types.CodeType]:
+    codes: set[types.CodeType] = set()
+    for a in analyses:
+        for c in a.changes:
+            if isinstance(c, ModifyFunction):
+                for f in c.live:
+                    codes.update(iter_code_tree(f.__code__))
+    return codes
+
+
+def _wait_consistent(analyses: list[Analysis], deadline: float, report) -> None:
+    """No running, unparked thread may be inside code that is about to be replaced."""
+    replaced = _replaced_codes(analyses)
+    if not replaced:
+        return
+    me = threading.get_ident()
+    while True:
+        safe = {w.thread_id for w in safepoints.statistics().workers if w.state in ("parked", "idle")}
+        offenders = []
+        for tid, frame in sys._current_frames().items():
+            if tid == me or tid in safe:
+                continue
+            f = frame
+            while f is not None:
+                if f.f_code in replaced:
+                    offenders.append(f"{_thread_name(tid)} at {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_qualname}")
+                    break
+                f = f.f_back
+            del f
+        del frame
+        if not offenders:
+            return
+        if time.time() >= deadline:
+            raise PatchRejected(
+                "not patched: running threads are inside code that would change: " + "; ".join(offenders)
+                + "; register them as safepoints workers or retry when they are idle.", report)
+        time.sleep(0.001)  # holding the pause; these threads need a moment to leave the code
+
+
+def _thread_name(tid: int) -> str:
+    for t in threading.enumerate():
+        if t.ident == tid:
+            return f"thread {t.name!r}"
+    return f"thread {tid}"
+
+
+def _recheck_files(analyses: list[Analysis], report) -> None:
+    """Under the pause: the file must still be exactly the version verified."""
+    for a in analyses:
+        try:
+            now = read_source(a.source.state.path).state
+        except SourceProblem as exc:
+            raise PatchRejected(f"{a.report.module} was not patched: the file changed during the apply ({exc.message}); try again.", report) from None
+        if now != a.source.state:
+            raise PatchRejected(f"{a.report.module} was not patched: the file changed on disk during the apply (sha256 {now.sha256[:12]}); dry-run and try again.", report)
+
+
+def _probation(analyses, undo, checks, probation, expected, plog):
+    """Run checks, then watch. Returns (reason, detail, exception) on failure, else None."""
+    codes = set()
+    for a in analyses:
+        codes.update(iter_code_tree(a.new.code))
+        codes.discard(a.new.code)  # the module body itself is never re-run
+    with ProbationWatch(codes, expected) as watch:
+        for check in checks:
+            name = getattr(check, "__qualname__", repr(check))
+            try:
+                ok = check()
+            except Exception as exc:  # noqa: BLE001 - a failing check is the signal we want
+                return "check-failed", f"check {name} raised {type(exc).__name__}: {exc}", exc
+            if ok is False:
+                return "check-failed", f"check {name} returned False", None
+        if not watch.wait(probation) or watch.failed.is_set():
+            exc = watch.failure
+            return "probation-failed", f"{type(exc).__name__}: {exc} escaped {watch.where} during probation", exc
+    plog.debug("probation passed (%s, %.1fs)", watch.mechanism, probation)
+    return None
+
+
+def _undo_under_pause(undo: UndoLog, timeout: float) -> float:
+    with safepoints.pause(timeout=timeout) as held:
+        undo.undo()
+    return held.stall_seconds
+
+
+def _automatic_undo(undo: UndoLog, timeout: float, plog: logging.LoggerAdapter) -> float:
+    """A failed patch must not stay: retry the pause, and as a last resort undo without one."""
+    for attempt in range(3):
+        try:
+            return _undo_under_pause(undo, timeout * (attempt + 1))
+        except safepoints.PauseTimeout as exc:
+            plog.error("rollback could not park workers (attempt %d): %s", attempt + 1, exc)
+    plog.error("rolling back without a pause: workers never parked")
+    start = time.perf_counter()
+    undo.undo()
+    return time.perf_counter() - start
+

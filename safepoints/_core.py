@@ -1,0 +1,706 @@
+"""Cooperative safepoints for CPython threads.
+
+Design notes
+============
+
+The problem
+-----------
+hotfix swaps code in a running process: a function keeps its identity and
+receives a new ``__code__``, classes get methods replaced, several modules
+change as one unit. If other threads keep running while that happens, a
+thread can see part of the old version and part of the new one: it calls the
+new ``f`` from the old ``g``, reads a module global the patch has already
+migrated but a class attribute it has not, or runs half a job under one
+version and half under the other. That is torn behaviour, and it is worse
+than either version alone. The patch must happen while every thread that
+runs service code is stopped at a point where it holds no half-done work.
+
+What does not work in CPython
+-----------------------------
+* There is no API to suspend another thread. ``PyThreadState`` offers no
+  "stop here", and stopping an OS thread from outside (``pthread_kill``,
+  ``SuspendThread``) can freeze it while it holds the GIL, the allocator or
+  any lock, and certainly in the middle of a job.
+* Signals only reach the main thread: a Python-level signal handler runs in
+  the main thread, between bytecodes, wherever that thread happens to be.
+  It cannot stop other threads, and "wherever it happens to be" is exactly
+  the torn state we want to avoid.
+* ``sys.settrace``/``sys.setprofile``/``sys.monitoring`` could stop a thread
+  at its next line or call, but they are per-thread (``threading.settrace``
+  only affects threads started later) and slow the whole process down for
+  the entire time they are installed; the stop point is still arbitrary.
+* ``sys.setswitchinterval`` and the GIL decide *when* a thread runs, never
+  *where* it stops; and free-threaded builds have no GIL at all.
+
+The choice: cooperative safepoints
+----------------------------------
+Threads opt in. A thread registers as a *worker* (``worker()``) and marks
+the places where it holds no half-done work: ``checkpoint()`` between jobs,
+``idle()`` around blocking waits, ``critical()`` around a section that must
+not be split by a pause. A pauser sets one module-global flag, ``_pending``,
+and waits on a condition variable until every registered worker (except
+itself) has *acknowledged*: it is parked in a checkpoint, or inside an
+``idle()`` block (and will park when it leaves the block). When the pauser
+is done it clears the flag and wakes everyone.
+
+``checkpoint()`` with no pause pending is one global load and a return:
+``if _pending: _checkpoint_slow()``. No lock, no thread-local lookup; it
+costs about as much as calling an empty function, so it can sit inside a
+hot loop. Everything else (registration, idle and critical transitions,
+parking, the pause itself) goes through one lock (``_lock``, an RLock so a
+signal handler in a thread that holds it cannot deadlock) with three
+conditions: ``_resume`` (parked workers wait for the pause to end),
+``_progress`` (the pauser waits for the late workers to acknowledge) and
+``_free`` (other would-be pausers wait for the current pause to end).
+Per-thread state lives in a dict keyed by thread ident, not in a
+thread-local, because the pauser must inspect everyone.
+
+The pauser does not trust the unlocked fast-path read at all: a worker only
+counts as stopped once it has said so under the lock (parked, or entered
+``idle()``), and every transition out of a stopped state (leaving
+``idle()``, entering ``critical()``, registering) re-checks the flag under
+the lock and parks instead. So a worker that read ``_pending`` a moment
+before it was set merely runs one more job before it parks.
+
+Registered threads that die without unregistering (the ``with worker()``
+block was never exited) are detected with ``Thread.is_alive()`` (or, for
+threads not started by ``threading``, by their ident disappearing from
+``sys._current_frames()``) and dropped: at the start of every pause, in
+``statistics()``, and every ``_POLL`` seconds while a pause waits.
+
+A pause from a worker itself works: the pause holder is never waited for.
+A worker blocked in ``pause()`` waiting for another thread's pause counts as
+parked, so two workers pausing at once cannot deadlock each other.
+
+asyncio: an event loop thread registers with ``asyncio_worker()`` (see
+``_asyncio.py``); when a pause starts, the pauser schedules ``checkpoint``
+on each such loop with ``call_soon_threadsafe``. That wakes a loop blocked
+in ``select()`` and the loop parks inside that callback, i.e. between
+callbacks: the callback running when the pause starts (and any already in
+the ready queue) finishes first, and none runs while the pause is held.
+
+Limits
+------
+* A worker that never checkpoints (a long computation, a blocking call not
+  wrapped in ``idle()``, a long ``critical()`` block, a C extension call that
+  does not return) makes ``pause()`` time out with ``PauseTimeout`` naming
+  the thread and the ``file:line`` it is executing; nobody is left parked.
+* Unregistered threads are not stopped at all. They keep running during the
+  pause; ``checkpoint()``/``idle()``/``critical()`` are no-ops for them.
+* A parked thread is parked wherever it called ``checkpoint()``; the frames
+  on its stack (e.g. its own loop function) keep running old code until they
+  return. Safepoints only guarantees that it is not executing while the swap
+  happens.
+* ``critical()`` and the registration are per thread. On an asyncio loop a
+  ``critical()`` block that spans an ``await`` covers every task of that
+  loop until it ends.
+* Free-threaded CPython (3.13t): the fast path stays a plain, lock-free read
+  of a module global holding ``True``/``False`` (an object reference, never
+  torn). What changes is that without the GIL a worker really runs in
+  parallel with the pauser and may observe the flag a little later; this is
+  harmless because the pause is only complete once every worker has
+  acknowledged under the lock, and all state a pauser relies on is written
+  under that lock (only nested ``critical()`` depth changes, which never
+  change whether a thread is at a safepoint, skip it). Unregistered threads,
+  however, truly run concurrently with the swap instead of merely
+  interleaving with it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from contextlib import AbstractContextManager
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
+
+from ._exceptions import PauseTimeout
+from ._records import PauseInfo, Statistics, WorkerInfo
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = [
+    "checkpoint",
+    "critical",
+    "current_pause_holder",
+    "idle",
+    "pause",
+    "statistics",
+    "worker",
+]
+
+_get_ident = threading.get_ident
+_now = time.perf_counter
+
+#: Fast-path flag: True while a pause is requested or held. Only written under ``_lock``.
+_pending: bool = False
+
+_lock = threading.RLock()
+_resume = threading.Condition(_lock)  # parked workers wait here for the pause to end
+_progress = threading.Condition(_lock)  # the pauser waits here for late workers
+_free = threading.Condition(_lock)  # would-be pausers wait here for the holder to release
+
+_workers: dict[int, _Worker] = {}
+_holder: int | None = None  # ident of the thread holding (or acquiring) the pause
+_holder_depth = 0
+_late: set[int] = set()  # idents the pauser is waiting for; emptied -> notify _progress
+
+#: While a pause waits, how often it re-checks for workers whose thread died.
+_POLL = 0.01
+
+_pauses = 0
+_pause_timeouts = 0
+_last_stall: float | None = None
+_max_stall: float | None = None
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_DummyThread: type | None = getattr(threading, "_DummyThread", None)
+
+
+class _Worker:
+    """Mutable per-thread state; guarded by ``_lock`` (see the module notes)."""
+
+    __slots__ = (
+        "critical",
+        "depth",
+        "ident",
+        "idle",
+        "loop",
+        "loop_depth",
+        "name",
+        "native_id",
+        "parked",
+        "thread",
+    )
+
+    def __init__(self, name: str, thread: threading.Thread, ident: int) -> None:
+        self.name = name
+        self.thread = thread
+        self.ident = ident
+        self.native_id: int | None = getattr(thread, "native_id", None)
+        self.depth = 1
+        self.idle = 0
+        self.critical = 0
+        self.parked = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_depth = 0
+
+    def safe(self) -> bool:
+        return self.parked or (self.idle > 0 and self.critical == 0)
+
+    def state(self) -> str:
+        if self.parked:
+            return "parked"
+        if self.critical:
+            return "critical"
+        if self.idle:
+            return "idle"
+        return "running"
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+
+def checkpoint() -> None:
+    """A safepoint: park here while a pause is pending, else return at once.
+
+    Call it between units of work in a registered worker. With no pause
+    pending it costs about as much as an empty function call. From an
+    unregistered thread, the thread holding the pause, or inside a
+    ``critical()`` block it never parks.
+    """
+    if _pending:
+        _checkpoint_slow()
+
+
+def _checkpoint_slow() -> None:
+    ident = _get_ident()
+    w = _workers.get(ident)
+    if w is None:
+        return
+    with _lock:
+        if _pending and _holder != ident and not w.critical and not w.parked:
+            _park_locked(w)
+
+
+def _park_locked(w: _Worker) -> None:
+    """Block the calling worker until no pause is pending. Caller holds ``_lock``."""
+    w.parked = True
+    _acknowledge_locked(w.ident)
+    try:
+        while _pending:
+            _resume.wait()
+    finally:
+        w.parked = False
+
+
+def _acknowledge_locked(ident: int) -> None:
+    """``ident`` reached a safepoint (or left): wake the pauser if it was the last one."""
+    if ident in _late:
+        _late.discard(ident)
+        if not _late:
+            _progress.notify_all()
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _register(name: str | None, loop: asyncio.AbstractEventLoop | None = None) -> int:
+    ident = _get_ident()
+    thread = threading.current_thread()
+    with _lock:
+        w = _workers.get(ident)
+        if w is not None and w.thread is not thread:  # a dead thread's ident was reused
+            del _workers[ident]
+            w = None
+        if w is None:
+            w = _Worker(name if name is not None else thread.name, thread, ident)
+            _workers[ident] = w
+            new = True
+        else:
+            w.depth += 1
+            new = False
+        if loop is not None:
+            if w.loop is not None and w.loop is not loop:
+                _undo_register_locked(w)
+                raise RuntimeError("this thread is already registered with a different event loop")
+            w.loop = loop
+            w.loop_depth += 1
+        if new and _pending and _holder != ident:
+            _park_locked(w)  # registering during a pause: start out parked
+    return ident
+
+
+def _undo_register_locked(w: _Worker) -> None:
+    w.depth -= 1
+    if w.depth <= 0:
+        del _workers[w.ident]
+
+
+def _unregister(ident: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    if _get_ident() != ident:
+        raise RuntimeError("a safepoints worker block must be exited by the thread that entered it")
+    with _lock:
+        w = _workers.get(ident)
+        if w is None:
+            return
+        if loop is not None and w.loop is loop:
+            w.loop_depth -= 1
+            if w.loop_depth <= 0:
+                w.loop = None
+                w.loop_depth = 0
+        w.depth -= 1
+        if w.depth <= 0:
+            del _workers[ident]
+            _acknowledge_locked(ident)
+
+
+class _WorkerBlock(AbstractContextManager[None]):
+    __slots__ = ("_ident", "_name")
+
+    def __init__(self, name: str | None) -> None:
+        self._name = name
+        self._ident: int | None = None
+
+    def __enter__(self) -> None:
+        if self._ident is not None:
+            raise RuntimeError("this worker() block is already entered; call worker() again")
+        self._ident = _register(self._name)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ident = self._ident
+        if ident is None:
+            return
+        if _get_ident() != ident:
+            raise RuntimeError("a worker() block must be exited by the thread that entered it")
+        self._ident = None
+        _unregister(ident)
+
+
+def worker(name: str | None = None) -> AbstractContextManager[None]:
+    """Register the calling thread as a managed worker for the duration of the block.
+
+    ``name`` defaults to the thread's name. Reentrant: a nested ``worker()``
+    in the same thread only increments a depth (the inner name is ignored),
+    and the thread is unregistered when the outermost block exits. Entered
+    while a pause is pending, it parks until the pause ends. A thread that
+    dies while registered is detected and dropped, it never blocks a pause.
+    """
+    return _WorkerBlock(name)
+
+
+# --------------------------------------------------------------------------- idle / critical
+
+
+class _IdleBlock(AbstractContextManager[None]):
+    __slots__ = ("_w",)
+
+    def __init__(self) -> None:
+        self._w: _Worker | None = None
+
+    def __enter__(self) -> None:
+        ident = _get_ident()
+        w = _workers.get(ident)
+        if w is None:
+            return
+        self._w = w
+        with _lock:
+            w.idle += 1
+            if _pending and w.critical == 0:
+                _acknowledge_locked(ident)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        w, self._w = self._w, None
+        if w is None:
+            return
+        with _lock:
+            w.idle -= 1
+            if _pending and w.idle == 0 and w.critical == 0 and _holder != w.ident:
+                _park_locked(w)
+
+
+def idle() -> AbstractContextManager[None]:
+    """Mark a blocking wait: while inside, the worker counts as parked.
+
+    A pause does not wait for a worker inside ``idle()``. When the block
+    exits while a pause is pending, the thread parks until the pause ends
+    before continuing. Use it around ``queue.get()``, socket reads, sleeps:
+    anything that waits without touching code that may be patched. Nestable;
+    a no-op in unregistered threads. Inside ``critical()`` it does not make
+    the thread count as parked.
+    """
+    return _IdleBlock()
+
+
+class _CriticalBlock(AbstractContextManager[None]):
+    __slots__ = ("_w",)
+
+    def __init__(self) -> None:
+        self._w: _Worker | None = None
+
+    def __enter__(self) -> None:
+        ident = _get_ident()
+        w = _workers.get(ident)
+        if w is None:
+            return
+        self._w = w
+        if w.critical:  # nested: the thread is already not at a safepoint
+            w.critical += 1
+            return
+        with _lock:
+            if _pending and _holder != ident and not w.parked:
+                _park_locked(w)
+            w.critical = 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        w, self._w = self._w, None
+        if w is None:
+            return
+        if w.critical > 1:
+            w.critical -= 1
+            return
+        with _lock:
+            w.critical = 0
+            if _pending and _holder != w.ident:
+                if w.idle:
+                    _acknowledge_locked(w.ident)
+                else:
+                    _park_locked(w)
+
+
+def critical() -> AbstractContextManager[None]:
+    """A section a pause must not split: a pause waits until the block ends.
+
+    Entered while a pause is pending, the thread first parks until the pause
+    ends; leaving the block is a safepoint (the thread parks there if a pause
+    is waiting). Reentrant; a no-op in unregistered threads. Keep it short: a
+    pause can only wait ``timeout`` seconds for it.
+    """
+    return _CriticalBlock()
+
+
+# --------------------------------------------------------------------------- pause
+
+
+class _PauseBlock(AbstractContextManager[PauseInfo]):
+    __slots__ = ("_ident", "_info", "_started", "_timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = float(timeout)
+        self._info: PauseInfo | None = None
+        self._ident: int | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> PauseInfo:
+        if self._info is not None:
+            raise RuntimeError("this pause() block is already entered; call pause() again")
+        self._ident = _get_ident()
+        self._info, self._started = _acquire(self._ident, self._timeout)
+        return self._info
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        info, self._info = self._info, None
+        if info is not None and self._ident is not None:
+            _release(self._ident, info, self._started)
+
+
+def pause(timeout: float = 1.0) -> AbstractContextManager[PauseInfo]:
+    """Hold every registered worker (except the caller) at a safepoint for the block.
+
+    On entry, asks all registered workers to park and returns once each is
+    parked, idle, or gone; yields a :class:`PauseInfo` (``acquire_seconds``
+    now, ``stall_seconds`` once the block has exited). Raises
+    :class:`PauseTimeout` if that takes longer than ``timeout`` seconds, after
+    releasing everyone. One pause at a time per process: a nested pause in
+    the holding thread is a no-op, a pause from another thread waits (within
+    the same timeout) for the current one to end. May be called from a
+    worker; that worker counts as parked meanwhile.
+    """
+    if timeout != timeout or timeout < 0:  # NaN or negative
+        raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+    return _PauseBlock(timeout)
+
+
+def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
+    global _pending, _holder, _holder_depth, _pause_timeouts
+    t0 = _now()
+    deadline = t0 + timeout
+    with _lock:
+        if _holder == ident:
+            _holder_depth += 1
+            return PauseInfo(
+                acquire_seconds=0.0, workers=_held_count_locked(ident), nested=True
+            ), t0
+        if _holder is not None:
+            _wait_for_holder_locked(ident, deadline, timeout)
+        _holder = ident
+        _holder_depth = 1
+        _pending = True
+        requested = _now()
+        try:
+            held = _wait_for_workers_locked(ident, deadline, timeout)
+        except BaseException as e:
+            if isinstance(e, PauseTimeout):
+                _pause_timeouts += 1
+            _release_locked()
+            raise
+        return PauseInfo(acquire_seconds=_now() - t0, workers=held), requested
+
+
+def _wait_for_holder_locked(ident: int, deadline: float, timeout: float) -> None:
+    global _pause_timeouts
+    me = _workers.get(ident)
+    if me is not None:  # a worker waiting for a pause is at a safepoint
+        me.parked = True
+        _acknowledge_locked(ident)
+    try:
+        while _holder is not None:
+            remaining = deadline - _now()
+            if remaining <= 0:
+                _pause_timeouts += 1
+                holder = _holder
+                raise PauseTimeout(
+                    f"safepoints.pause() timed out after {timeout:g}s waiting for the pause "
+                    f"held by {_thread_label(holder)} to end; only one pause runs at a time: "
+                    "retry later or use a longer timeout.",
+                    holder=holder,
+                )
+            _free.wait(remaining)
+    finally:
+        if me is not None:
+            me.parked = False
+
+
+def _wait_for_workers_locked(ident: int, deadline: float, timeout: float) -> int:
+    kicked = False
+    while True:
+        _reap_locked()
+        late = [w for i, w in _workers.items() if i != ident and not w.safe()]
+        if not late:
+            _late.clear()
+            return _held_count_locked(ident)
+        if not kicked:
+            kicked = True
+            for w in late:
+                if w.loop is not None:  # make the loop park between two callbacks
+                    try:
+                        w.loop.call_soon_threadsafe(checkpoint)
+                    except RuntimeError:  # loop closed; its thread is late or dead
+                        pass
+        _late.clear()
+        _late.update(w.ident for w in late)
+        remaining = deadline - _now()
+        if remaining <= 0:
+            frames = sys._current_frames()
+            infos = tuple(_info(w, frames) for w in late)
+            del frames
+            raise PauseTimeout(_timeout_message(infos, timeout), late=infos)
+        _progress.wait(min(remaining, _POLL))
+
+
+def _release(ident: int, info: PauseInfo, started: float) -> None:
+    global _holder_depth, _pauses, _last_stall, _max_stall
+    with _lock:
+        if info.nested:
+            if _holder == ident and _holder_depth > 1:
+                _holder_depth -= 1
+            info.stall_seconds = _now() - started
+            return
+        if _holder != ident:  # already released (should not happen)
+            return
+        _release_locked()
+        stall = _now() - started
+        info.stall_seconds = stall
+        _pauses += 1
+        _last_stall = stall
+        if _max_stall is None or stall > _max_stall:
+            _max_stall = stall
+
+
+def _release_locked() -> None:
+    global _pending, _holder, _holder_depth
+    _pending = False
+    _holder = None
+    _holder_depth = 0
+    _late.clear()
+    _resume.notify_all()
+    _free.notify_all()
+
+
+def _held_count_locked(ident: int) -> int:
+    return len(_workers) - (1 if ident in _workers else 0)
+
+
+def current_pause_holder() -> int | None:
+    """Ident of the thread holding (or acquiring) the pause, or ``None``."""
+    return _holder
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+def _reap_locked() -> None:
+    """Drop workers whose thread has exited without leaving its ``worker()`` block."""
+    frames: dict[int, FrameType] | None = None
+    dead = []
+    for ident, w in _workers.items():
+        thread = w.thread
+        if _DummyThread is not None and isinstance(thread, _DummyThread):
+            # not started by threading: is_alive() cannot tell; ask the interpreter
+            if frames is None:
+                frames = sys._current_frames()
+            alive = ident in frames
+        else:
+            alive = thread.is_alive()
+        if not alive:
+            dead.append(ident)
+    for ident in dead:
+        del _workers[ident]
+        _acknowledge_locked(ident)
+
+
+def _where(frame: FrameType | None) -> str | None:
+    """``file:line in func`` of the innermost frame outside this package."""
+    stack = []
+    while frame is not None:
+        stack.append(frame)
+        frame = frame.f_back
+    if not stack:
+        return None
+    pick = stack[0]
+    for i in range(len(stack) - 1, -1, -1):  # outermost safepoints frame, then its caller
+        if os.path.dirname(stack[i].f_code.co_filename) == _PACKAGE_DIR:
+            if i + 1 < len(stack):
+                pick = stack[i + 1]
+            break
+    code = pick.f_code
+    name = getattr(code, "co_qualname", code.co_name)
+    return f"{code.co_filename}:{pick.f_lineno} in {name}"
+
+
+def _info(w: _Worker, frames: dict[int, FrameType]) -> WorkerInfo:
+    return WorkerInfo(
+        name=w.name,
+        thread_id=w.ident,
+        native_id=w.native_id,
+        state=w.state(),
+        where=_where(frames.get(w.ident)),
+    )
+
+
+def _thread_label(ident: int | None) -> str:
+    w = _workers.get(ident) if ident is not None else None
+    if w is not None:
+        return f"worker {w.name!r} (thread {ident})"
+    for t in threading.enumerate():
+        if t.ident == ident:
+            return f"thread {t.name!r} ({ident})"
+    return f"thread {ident}"
+
+
+def _timeout_message(late: tuple[WorkerInfo, ...], timeout: float) -> str:
+    parts = [
+        f"{i.name!r} (thread {i.thread_id}, native {i.native_id}) {i.state} at "
+        f"{i.where or '<no Python frame>'}"
+        for i in late
+    ]
+    return (
+        f"safepoints.pause() timed out after {timeout:g}s: {len(late)} worker thread(s) did "
+        f"not reach a safepoint: {'; '.join(parts)}. Every worker was released and nothing "
+        "was held; make these threads call safepoints.checkpoint() more often, wrap their "
+        "blocking waits in safepoints.idle(), keep critical() blocks short, or retry with a "
+        "longer timeout."
+    )
+
+
+def statistics() -> Statistics:
+    """Snapshot: registered workers with state and location, and pause counters."""
+    frames = sys._current_frames()
+    try:
+        with _lock:
+            _reap_locked()
+            infos = tuple(_info(w, frames) for w in _workers.values())
+            pending, holder = _pending, _holder
+            pauses, timeouts = _pauses, _pause_timeouts
+            last, worst = _last_stall, _max_stall
+    finally:
+        del frames
+    counts = {state: 0 for state in ("running", "parked", "idle", "critical")}
+    for i in infos:
+        counts[i.state] += 1
+    return Statistics(
+        workers=infos,
+        pause_pending=pending,
+        pause_holder=holder,
+        running=counts["running"],
+        parked=counts["parked"],
+        idle=counts["idle"],
+        critical=counts["critical"],
+        pauses=pauses,
+        pause_timeouts=timeouts,
+        last_stall_seconds=last,
+        max_stall_seconds=worst,
+    )

@@ -1,0 +1,73 @@
+"""Value objects returned by the safepoints API (attrs records)."""
+
+from __future__ import annotations
+
+import attrs
+
+#: The states a registered worker can be in, as reported by :class:`WorkerInfo`.
+WORKER_STATES = ("running", "parked", "idle", "critical")
+
+
+@attrs.frozen
+class WorkerInfo:
+    """A snapshot of one registered worker thread.
+
+    ``state`` is one of ``"running"`` (executing code, not at a safepoint),
+    ``"parked"`` (blocked in a safepoint until the pause ends), ``"idle"``
+    (inside :func:`safepoints.idle`: blocked in a wait that counts as parked)
+    or ``"critical"`` (inside :func:`safepoints.critical`: a pause waits for
+    the block to end). ``where`` is ``"file:line in function"`` of the
+    innermost frame outside the safepoints package, or ``None`` when the
+    thread has no Python frame.
+    """
+
+    name: str
+    thread_id: int
+    native_id: int | None
+    state: str
+    where: str | None
+
+
+@attrs.frozen
+class Statistics:
+    """What :func:`safepoints.statistics` reports: who is registered and the pause history.
+
+    ``workers`` lists every registered, live worker in registration order;
+    ``running``/``parked``/``idle``/``critical`` count them by state.
+    ``pause_holder`` is the ident of the thread holding the pause (or ``None``).
+    ``pauses`` counts completed pauses, ``pause_timeouts`` the ones that raised
+    :class:`~safepoints.PauseTimeout`; the stall figures cover completed,
+    non-nested pauses (time from request to release).
+    """
+
+    workers: tuple[WorkerInfo, ...]
+    pause_pending: bool
+    pause_holder: int | None
+    running: int
+    parked: int
+    idle: int
+    critical: int
+    pauses: int
+    pause_timeouts: int
+    last_stall_seconds: float | None
+    max_stall_seconds: float | None
+
+
+@attrs.define
+class PauseInfo:
+    """What ``with safepoints.pause() as info`` yields.
+
+    ``acquire_seconds``: time from calling ``pause()`` until every worker was
+    parked or idle (includes waiting for another thread's pause to end).
+    ``workers``: how many registered workers (besides the caller) were held.
+    ``nested``: the caller already held the pause, so this block was a no-op.
+    ``stall_seconds``: ``None`` inside the block; after it exits, how long
+    workers were held, from the moment this pause asked them to park until it
+    released them (for a nested block: the duration of the inner block).
+    Only ``stall_seconds`` ever changes, and only safepoints sets it.
+    """
+
+    acquire_seconds: float = attrs.field(on_setattr=attrs.setters.frozen)
+    workers: int = attrs.field(on_setattr=attrs.setters.frozen)
+    nested: bool = attrs.field(default=False, on_setattr=attrs.setters.frozen)
+    stall_seconds: float | None = None

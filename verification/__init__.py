@@ -1,0 +1,49 @@
+"""Analysis of a candidate change to a running module, and its reports.
+
+Depends on nothing else of ours. Nothing here executes module code.
+"""
+
+from ._analysis import (
+    AddDefinition,
+    Analysis,
+    ModifyFunction,
+    RemoveName,
+    RunStatement,
+    analyze,
+    module_source_path,
+)
+from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
+from ._model import ModuleModel, build_model, iter_code_tree, same_semantics, strip_lines
+from ._report import SCHEMA_VERSION, UNCHANGED, VERDICTS, Report, SourceSection
+from ._source import Baseline, FileState, SourceFile, SourceProblem, read_source, sha256_hex
+
+__all__ = [
+    "AddDefinition",
+    "Analysis",
+    "BLOCKED",
+    "Baseline",
+    "FileState",
+    "Finding",
+    "ModifyFunction",
+    "ModuleModel",
+    "REASONS",
+    "RISKY",
+    "RemoveName",
+    "Report",
+    "RunStatement",
+    "SAFE",
+    "SCHEMA_VERSION",
+    "SourceFile",
+    "SourceProblem",
+    "SourceSection",
+    "UNCHANGED",
+    "VERDICTS",
+    "analyze",
+    "build_model",
+    "iter_code_tree",
+    "module_source_path",
+    "read_source",
+    "same_semantics",
+    "sha256_hex",
+    "strip_lines",
+]

@@ -1,0 +1,94 @@
+"""Findings and the catalog of reason codes.
+
+Every finding carries a stable reason code from ``REASONS``; the README has
+the same catalog as a table. Severity decides the report's verdict: the
+worst finding wins (``blocked`` > ``risky`` > ``safe``).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+SAFE = "safe"
+RISKY = "risky"
+BLOCKED = "blocked"
+SEVERITY_ORDER = {SAFE: 0, RISKY: 1, BLOCKED: 2}
+
+#: reason code -> (severity, what it means)
+REASONS: dict[str, tuple[str, str]] = {
+    # blocked: hotfix will not apply these
+    "syntax-error": (BLOCKED, "the file on disk does not compile"),
+    "file-missing": (BLOCKED, "the module's source file does not exist"),
+    "file-unreadable": (BLOCKED, "the module's source file cannot be read"),
+    "file-too-large": (BLOCKED, "the source file is larger than the size limit"),
+    "not-a-file": (BLOCKED, "the module's source path is not a regular file"),
+    "undecodable-file": (BLOCKED, "the file is not valid text in its declared encoding (UTF-8 by default)"),
+    "not-a-source-module": (BLOCKED, "builtin, frozen, extension or namespace module: no Python source to swap"),
+    "main-module": (BLOCKED, "__main__ is the running script; its definitions cannot be swapped safely"),
+    "bases-changed": (BLOCKED, "a class's bases changed; existing instances would keep the old MRO"),
+    "metaclass-changed": (BLOCKED, "a class's metaclass or class keywords changed"),
+    "class-decorators-changed": (BLOCKED, "a class's decorators changed; re-running them on the live class is unsafe"),
+    "slots-changed": (BLOCKED, "a class's __slots__ changed; the instance layout cannot change in place"),
+    "fields-changed": (BLOCKED, "a dataclass/attrs class's fields changed; generated methods and instances would disagree"),
+    "enum-members-changed": (BLOCKED, "an Enum's members changed; members are singletons created once"),
+    "unsupported-closure": (BLOCKED, "a definition needs closure variables hotfix cannot provide"),
+    # risky: applied only with allow_risky=True
+    "signature-changed": (RISKY, "a function's parameters changed; existing callers may pass the old arguments"),
+    "exception-handling-changed": (RISKY, "a function catches different exceptions now"),
+    "closure-changed": (RISKY, "a function's closure variables changed; it is replaced by a new object, old references keep the old code"),
+    "decorators-changed": (RISKY, "a function's decorators changed; it is re-created, old references keep the old object"),
+    "statement-with-call": (RISKY, "a changed module- or class-level statement calls code when it is re-run"),
+    "state-reset": (RISKY, "a changed statement re-binds a name that holds live state"),
+    "no-live-object": (RISKY, "a changed definition has no live object to update; a new one is bound"),
+    # safe
+    "body-changed": (SAFE, "a function's body changed; the function keeps its identity"),
+    "defaults-changed": (SAFE, "a function's default values changed"),
+    "annotations-changed": (SAFE, "a function's annotations changed"),
+    "docstring-changed": (SAFE, "a docstring changed"),
+    "line-shift": (SAFE, "only line numbers moved; swapped so tracebacks stay right"),
+    "function-added": (SAFE, "a new function or method is defined"),
+    "function-removed": (SAFE, "a function or method is removed from its namespace"),
+    "class-added": (SAFE, "a new class is defined"),
+    "class-removed": (SAFE, "a class is removed from its namespace; existing instances keep it"),
+    "statement-added": (SAFE, "a new or changed module- or class-level statement without calls is run"),
+    "statement-removed": (SAFE, "a statement was removed; names only it bound are deleted"),
+    "import-changed": (SAFE, "an import statement was added or changed and is run"),
+    "source-only": (SAFE, "the text changed but compiles to the same code (comments, formatting)"),
+    "no-baseline": (SAFE, "the module was imported before hotfix.install(); live code is compared instead, module-level statements are not compared and not re-run"),
+}
+
+
+@attrs.frozen
+class Finding:
+    """One thing the verifier found, with a stable reason code."""
+
+    code: str = attrs.field()
+    qualname: str | None
+    message: str
+    detail: str | None = None
+
+    @code.validator
+    def _known(self, attribute: object, value: str) -> None:
+        if value not in REASONS:
+            raise ValueError(f"unknown reason code {value!r}")
+
+    @property
+    def severity(self) -> str:
+        return REASONS[self.code][0]
+
+    def to_dict(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "qualname": self.qualname,
+            "message": self.message,
+            "detail": self.detail,
+        }
+
+
+def worst(findings: tuple[Finding, ...] | list[Finding]) -> str:
+    level = SAFE
+    for f in findings:
+        if SEVERITY_ORDER[f.severity] > SEVERITY_ORDER[level]:
+            level = f.severity
+    return level
