@@ -10,6 +10,7 @@ from ._analysis import (
     RemoveName,
     RunStatement,
     analyze,
+    compare_files,
     module_source_path,
 )
 from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
@@ -39,6 +40,7 @@ __all__ = [
     "UNCHANGED",
     "VERDICTS",
     "analyze",
+    "compare_files",
     "build_model",
     "iter_code_tree",
     "module_source_path",

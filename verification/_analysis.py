@@ -165,8 +165,15 @@ _ENUM_HINTS = ("Enum", "Flag")
 
 
 class _Differ:
-    def __init__(self, module: types.ModuleType, old: ModuleModel | None, new: ModuleModel) -> None:
+    """Walks the new source's scopes against the old ones (and the live objects).
+
+    With ``module=None`` (offline: two files, no process) the old side is
+    taken to be live exactly as its source says.
+    """
+
+    def __init__(self, module: types.ModuleType | None, old: ModuleModel | None, new: ModuleModel) -> None:
         self.module = module
+        self.offline = module is None
         self.old_model = old
         self.new_model = new
         self.findings: list[Finding] = []
@@ -178,7 +185,7 @@ class _Differ:
     # -- scopes
 
     def scope(self, prefix: str, old: Scope | None, new: Scope, live: object) -> None:
-        namespace = live.__dict__
+        namespace = _OfflineNamespace() if self.offline else live.__dict__
         old_funcs = old.functions() if old else {}
         old_classes = old.classes() if old else {}
         old_statements = Counter(s.dump for s in old.statements()) if old else Counter()
@@ -208,7 +215,7 @@ class _Differ:
                     gone = sorted(n for n in s.names if n not in still_bound)
                     for n in gone:
                         removed.setdefault(n, "statement-removed")
-                    if not gone:
+                    if not s.names:
                         self.add("statement-removed", None, f"removed statement at line {s.node.lineno} bound nothing; its effects stay")
         else:
             owner = self.module.__name__
@@ -228,18 +235,19 @@ class _Differ:
 
     def function(self, prefix: str, new: FunctionDef, old: FunctionDef | None, namespace: dict, has_baseline: bool) -> None:
         q = new.qualname
-        live = self.live_functions(namespace.get(new.name), new, old)
+        live = [] if self.offline else self.live_functions(namespace.get(new.name), new, old)
         if has_baseline and old is None:
             self.add("function-added", q, f"{q} is new")
             self.changes.append(AddDefinition(prefix, new))
             return
-        if not live:
+        if not live and not self.offline:
             if has_baseline or new.name not in namespace:
                 code = "no-live-object" if has_baseline else "function-added"
                 self.add(code, q, f"{q} has no live function to update; a new one is defined")
                 self.changes.append(AddDefinition(prefix, new))
             return
         old_code = old.code if old is not None else live[0].__code__
+        live = live or []
         code_changed = any(f.__code__ != new.code for f in live) or old_code != new.code
         semantic = not same_semantics(old_code, new.code)
         replace = False
@@ -266,7 +274,7 @@ class _Differ:
         if annotations_changed:
             self.add("annotations-changed", q, f"{q} annotations changed")
         if semantic:
-            body_changed = not doc_changed or _body_dump(old.node if old else None) != _body_dump(new.node)
+            body_changed = old is None or _body_dump(old.node) != _body_dump(new.node)
             if doc_changed:
                 self.add("docstring-changed", q, f"{q} docstring changed")
             if body_changed:
@@ -308,7 +316,7 @@ class _Differ:
 
     def klass(self, prefix: str, new: ClassDef, old: ClassDef | None, namespace: dict, has_baseline: bool) -> None:
         q = new.qualname
-        live = namespace.get(new.name)
+        live = _OFFLINE_CLASS if self.offline else namespace.get(new.name)
         if not isinstance(live, type) or (has_baseline and old is None):
             if has_baseline and old is None:
                 self.add("class-added", q, f"class {q} is new")
@@ -332,7 +340,7 @@ class _Differ:
             if blocked:
                 return
             self.class_statements(q, old, new)
-        self.scope(q + ".", old.body if old else None, new.body, live)
+        self.scope(q + ".", old.body if old else None, new.body, None if self.offline else live)
 
     def class_statements(self, q: str, old: ClassDef, new: ClassDef) -> None:
         old_s = Counter(s.dump for s in old.body.statements() if not s.is_docstring)
@@ -367,10 +375,58 @@ class _Differ:
             self.add("statement-with-call", None, f"{where}: `{short}` calls code when re-run")
         else:
             self.add("statement-added", None, f"{where}: `{short}` will run")
-        stateful = sorted(n for n in s.names if n in namespace and _holds_state(namespace[n]))
+        stateful = sorted(n for n in s.names if n in namespace and _holds_state(namespace[n])) if not self.offline else []
         if stateful and not s.is_docstring:
             self.add("state-reset", None, f"{where} re-binds {', '.join(stateful)}, which hold live state that will be replaced")
         self.changes.append(RunStatement(prefix, s))
+
+
+# --------------------------------------------------------------------------- offline
+
+
+class _OfflineNamespace(dict):
+    """Offline, every name the old source binds is taken to exist."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+class _OfflineClass:
+    pass
+
+
+_OFFLINE_CLASS = _OfflineClass  # stands in for "a live class exists" offline
+
+
+def compare_files(old_path: str, new_path: str, module: str | None = None) -> Report:
+    """Classify the edit from ``old_path`` to ``new_path`` with no running process."""
+    name = module or new_path.rsplit("/", 1)[-1].removesuffix(".py")
+    findings: list[Finding] = []
+    try:
+        old_src = read_source(old_path)
+    except SourceProblem as exc:
+        return Report.build(name, SourceSection(old_path, None, None), [Finding(exc.code, None, "OLD: " + exc.message)])
+    try:
+        new_src = read_source(new_path)
+    except SourceProblem as exc:
+        return Report.build(name, SourceSection(new_path, old_src.state, None), [Finding(exc.code, None, exc.message)])
+    section = SourceSection(new_path, old_src.state, new_src.state)
+    if old_src.state.sha256 == new_src.state.sha256:
+        return Report.build(name, section, [])
+    try:
+        old = build_model(old_src.text, new_path)
+    except (SyntaxError, ValueError) as exc:
+        return Report.build(name, section, [Finding("syntax-error", None, f"OLD {old_path} does not compile: {exc}")])
+    try:
+        new = build_model(new_src.text, new_path)
+    except (SyntaxError, ValueError) as exc:
+        where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
+        msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        return Report.build(name, section, [Finding("syntax-error", None, f"{new_path} does not compile: {where}{msg}")])
+    differ = _Differ(None, old, new)
+    differ.scope("", old.scope, new.scope, None)
+    findings = differ.findings or [Finding("source-only", None, "the text changed but every definition compiles to the same code")]
+    return Report.build(name, section, findings)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -407,11 +463,13 @@ def _defaults_dump(node: ast.AST) -> tuple:
     return (_dumps(node.args.defaults), _dumps(node.args.kw_defaults))
 
 
-def _annotations_dump(node: ast.AST) -> tuple:
+def _annotations_dump(node: ast.AST) -> dict:
     a = node.args
     args = a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]
-    return tuple(ast.dump(x.annotation) if x.annotation else None for x in args) + (
-        ast.dump(node.returns) if node.returns else None,)
+    out = {x.arg: ast.dump(x.annotation) for x in args if x.annotation}
+    if node.returns:
+        out["return"] = ast.dump(node.returns)
+    return out
 
 
 def _body_dump(node: ast.AST | None) -> str | None:
