@@ -94,12 +94,12 @@ def assert_same(before: dict, after: dict) -> None:
     for key, value in before["ns"].items():
         assert after["ns"][key] is value, key
     assert after["codes"].keys() == before["codes"].keys()
-    for key, (code, defaults, kwdefaults, annotations) in before["codes"].items():
+    for key, (code, defaults, kwdefaults, annots) in before["codes"].items():
         now = after["codes"][key]
         assert now[0] is code, key
         assert now[1] is defaults, key
         assert now[2] is kwdefaults, key
-        assert now[3] == annotations, key
+        assert now[3] == annots, key
     assert after["classes"].keys() == before["classes"].keys()
     for key, members in before["classes"].items():
         assert after["classes"][key].keys() == members.keys(), key
