@@ -89,7 +89,11 @@ def resolve_module(target: Target) -> types.ModuleType:
 def dry_run(target: Target) -> Report:
     """Verify a module against its file on disk. Changes nothing, runs no module code."""
     module = resolve_module(target)
-    return analyze(module, get_baseline(module.__name__)).report
+    return analyze(module, get_baseline(module.__name__), thread_states=_worker_states(), heap_scan=True).report
+
+
+def _worker_states() -> dict[int, str]:
+    return {w.thread_id: w.state for w in safepoints.statistics().workers}
 
 
 def history() -> list[Patch | Rollback]:
@@ -178,7 +182,8 @@ def _new_id(analyses: list[Analysis]) -> str:
 
 def _apply_locked(modules, checks, probation, timeout, allow_risky, pins, expected) -> Patch:
     started = time.time()
-    analyses = [analyze(m, get_baseline(m.__name__)) for m in modules]
+    states = _worker_states()
+    analyses = [analyze(m, get_baseline(m.__name__), thread_states=states) for m in modules]
     reports = tuple(a.report for a in analyses)
     first = reports[0] if len(reports) == 1 else reports
     for a, pin in zip(analyses, pins, strict=True):

@@ -14,6 +14,7 @@ from ._analysis import (
     module_source_path,
 )
 from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
+from ._impact import Dependent, Impact, ThreadImpact
 from ._model import ModuleModel, build_model, iter_code_tree, same_semantics, strip_lines
 from ._report import SCHEMA_VERSION, UNCHANGED, VERDICTS, Report, SourceSection
 from ._source import Baseline, FileState, SourceFile, SourceProblem, read_source, sha256_hex
@@ -24,7 +25,9 @@ __all__ = [
     "BLOCKED",
     "Baseline",
     "FileState",
+    "Dependent",
     "Finding",
+    "Impact",
     "ModifyFunction",
     "ModuleModel",
     "REASONS",
@@ -37,6 +40,7 @@ __all__ = [
     "SourceFile",
     "SourceProblem",
     "SourceSection",
+    "ThreadImpact",
     "UNCHANGED",
     "VERDICTS",
     "analyze",

@@ -25,6 +25,14 @@ from collections import Counter
 import attrs
 
 from ._findings import Finding
+from ._impact import (
+    Impact,
+    active_hooks,
+    count_instances,
+    dependents,
+    suspended_generators,
+    thread_impact,
+)
 from ._live import functions_named
 from ._model import (
     ClassDef,
@@ -33,6 +41,7 @@ from ._model import (
     Scope,
     Statement,
     build_model,
+    iter_code_tree,
     same_semantics,
 )
 from ._report import Report, SourceSection
@@ -112,8 +121,15 @@ def module_source_path(module: types.ModuleType) -> str | Finding:
     return origin
 
 
-def analyze(module: types.ModuleType, baseline: Baseline | None) -> Analysis:
-    """Verify ``module`` against its file on disk. Executes no module code."""
+def analyze(module: types.ModuleType, baseline: Baseline | None, *,
+            thread_states: dict[int, str] | None = None, heap_scan: bool = False) -> Analysis:
+    """Verify ``module`` against its file on disk. Executes no module code.
+
+    ``thread_states`` maps registered worker thread ids to their safepoints
+    state (threads not in it are reported as not covered). ``heap_scan``
+    also counts suspended generators and live instances of changed classes
+    (cost grows with the heap; done for an explicit dry run).
+    """
     name = module.__name__
     path_or_problem = module_source_path(module)
     if isinstance(path_or_problem, Finding):
@@ -149,8 +165,57 @@ def analyze(module: types.ModuleType, baseline: Baseline | None) -> Analysis:
         findings.insert(0, Finding("no-baseline", None, REASON_NO_BASELINE))
     if not findings and baseline is not None:
         findings.append(Finding("source-only", None, "the text changed but every definition compiles to the same code"))
-    report = Report.build(name, section, findings)
+    impact, deps = _impact(module, differ, thread_states, heap_scan)
+    for qualname, count in impact.instances or ():
+        if count and any(isinstance(c, ModifyFunction) and c.new.qualname == f"{qualname}.__init__" for c in differ.changes):
+            findings.append(Finding("init-changed-live-instances", f"{qualname}.__init__",
+                                    f"{qualname}.__init__ changed while {count} instance(s) are alive; they keep what the old one built"))
+    report = Report.build(name, section, findings, impact, deps)
     return Analysis(module, report, source, old, new, tuple(differ.changes))
+
+
+_LAYOUT_CODES = ("slots-changed", "fields-changed")
+
+
+def _impact(module: types.ModuleType, differ: _Differ, thread_states, heap_scan: bool) -> tuple[Impact, tuple]:
+    replaced: set[types.CodeType] = set()
+    changed_names: dict[str, str] = {}
+    classes: dict[str, type] = {}
+    caches = []
+    for c in differ.changes:
+        top = (c.scope.split(".", 1)[0] if c.scope else None)
+        if isinstance(c, ModifyFunction):
+            for f in c.live:
+                replaced.update(iter_code_tree(f.__code__))
+            if c.scope == "":
+                changed_names[c.new.name] = "code"
+                holder = vars(module).get(c.new.name)
+                if callable(getattr(holder, "cache_clear", None)):
+                    caches.append(c.new.qualname)
+        elif isinstance(c, RunStatement) and c.scope == "":
+            changed_names.update(dict.fromkeys(c.statement.names, "value"))
+        elif isinstance(c, RemoveName) and c.scope == "":
+            changed_names[c.name] = "removed"
+        if top:
+            changed_names.setdefault(top, "code")
+            cls = vars(module).get(top)
+            if isinstance(cls, type):
+                classes[top] = cls
+    layout = [f for f in differ.findings if f.code in _LAYOUT_CODES]
+    inits = [c for c in differ.changes if isinstance(c, ModifyFunction) and c.new.name == "__init__" and c.scope]
+    for f in layout:
+        cls = vars(module).get((f.qualname or "").split(".", 1)[0])
+        if isinstance(cls, type):
+            classes[cls.__qualname__] = cls
+    instances = count_instances(classes.values()) if (heap_scan or layout or inits) else None
+    impact = Impact(
+        threads=thread_impact(replaced, thread_states),
+        generators=suspended_generators(replaced) if heap_scan else None,
+        instances=instances,
+        hooks=active_hooks(),
+        caches=tuple(caches),
+    )
+    return impact, dependents(module, changed_names)
 
 
 REASON_NO_BASELINE = (
@@ -178,6 +243,7 @@ class _Differ:
         self.new_model = new
         self.findings: list[Finding] = []
         self.changes: list[Change] = []
+        self.scope_entries: dict[str, tuple] = {}
 
     def add(self, code: str, qualname: str | None, message: str, detail: str | None = None) -> None:
         self.findings.append(Finding(code, qualname, message, detail))
@@ -185,6 +251,7 @@ class _Differ:
     # -- scopes
 
     def scope(self, prefix: str, old: Scope | None, new: Scope, live: object) -> None:
+        self.scope_entries[prefix] = new.entries
         namespace = _OfflineNamespace() if self.offline else live.__dict__
         old_funcs = old.functions() if old else {}
         old_classes = old.classes() if old else {}
@@ -241,6 +308,8 @@ class _Differ:
             self.changes.append(AddDefinition(prefix, new))
             return
         if not live and not self.offline:
+            if any(isinstance(e, Statement) and new.name in e.names for e in self.scope_entries.get(prefix, ())):
+                return  # a plain statement re-binds the name; the def's function is not what runs
             if has_baseline or new.name not in namespace:
                 code = "no-live-object" if has_baseline else "function-added"
                 self.add(code, q, f"{q} has no live function to update; a new one is defined")

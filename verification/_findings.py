@@ -31,7 +31,6 @@ REASONS: dict[str, tuple[str, str]] = {
     "slots-changed": (BLOCKED, "a class's __slots__ changed; the instance layout cannot change in place"),
     "fields-changed": (BLOCKED, "a dataclass/attrs class's fields changed; generated methods and instances would disagree"),
     "enum-members-changed": (BLOCKED, "an Enum's members changed; members are singletons created once"),
-    "unsupported-closure": (BLOCKED, "a definition needs closure variables hotfix cannot provide"),
     # risky: applied only with allow_risky=True
     "signature-changed": (RISKY, "a function's parameters changed; existing callers may pass the old arguments"),
     "exception-handling-changed": (RISKY, "a function catches different exceptions now"),
@@ -39,6 +38,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "decorators-changed": (RISKY, "a function's decorators changed; it is re-created, old references keep the old object"),
     "statement-with-call": (RISKY, "a changed module- or class-level statement calls code when it is re-run"),
     "state-reset": (RISKY, "a changed statement re-binds a name that holds live state"),
+    "init-changed-live-instances": (RISKY, "__init__ changed while instances are alive; they were built by the old one"),
     "no-live-object": (RISKY, "a changed definition has no live object to update; a new one is bound"),
     # safe
     "body-changed": (SAFE, "a function's body changed; the function keeps its identity"),

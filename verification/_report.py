@@ -7,6 +7,7 @@ import time
 import attrs
 
 from ._findings import BLOCKED, SEVERITY_ORDER, Finding, worst
+from ._impact import Dependent, Impact
 from ._source import FileState
 
 SCHEMA_VERSION = 1
@@ -50,12 +51,16 @@ class Report:
     verdict: str
     source: SourceSection
     findings: tuple[Finding, ...] = ()
+    impact: Impact = attrs.field(factory=Impact)
+    dependents: tuple[Dependent, ...] = ()
     created_at: float = attrs.field(factory=time.time)
 
     @classmethod
-    def build(cls, module: str, source: SourceSection, findings: list[Finding]) -> Report:
+    def build(cls, module: str, source: SourceSection, findings: list[Finding],
+              impact: Impact | None = None, dependents: tuple[Dependent, ...] = ()) -> Report:
         return cls(module=module, verdict=worst(findings) if findings else UNCHANGED,
-                   source=source, findings=tuple(findings))
+                   source=source, findings=tuple(findings), impact=impact or Impact(),
+                   dependents=dependents)
 
     @property
     def blocked(self) -> bool:
@@ -71,6 +76,8 @@ class Report:
             "verdict": self.verdict,
             "source": self.source.to_dict(),
             "findings": [f.to_dict() for f in self.findings],
+            "impact": self.impact.to_dict(),
+            "dependents": [d.to_dict() for d in self.dependents],
             "created_at": self.created_at,
         }
 
@@ -95,4 +102,11 @@ class Report:
                 lines.extend("      " + d for d in f.detail.splitlines())
         if not self.findings:
             lines.append("  nothing to do: the running code is the disk source")
+        impact = self.impact.lines()
+        if impact:
+            lines.append("  runtime impact:")
+            lines.extend("    " + x for x in impact)
+        if self.dependents:
+            lines.append("  dependents:")
+            lines.extend(f"    {d.module} ({', '.join(d.names)}): {d.effect}" for d in self.dependents)
         return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""One before/after fixture pair per reason code: verdict, code and qualified name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import FIXTURES
+
+import hotfix
+import verification
+
+REASONS_DIR = FIXTURES / "reasons"
+
+# code -> qualified name the finding must carry (None: module-level finding)
+EXPECTED = {
+    "syntax-error": None,
+    "undecodable-file": None,
+    "bases-changed": "B",
+    "metaclass-changed": "B",
+    "class-decorators-changed": "B",
+    "slots-changed": "P",
+    "fields-changed": "Point",
+    "enum-members-changed": "Color",
+    "signature-changed": "f",
+    "exception-handling-changed": "f",
+    "closure-changed": "B.f",
+    "decorators-changed": "f",
+    "statement-with-call": None,
+    "state-reset": None,
+    "init-changed-live-instances": "C.__init__",
+    "body-changed": "f",
+    "defaults-changed": "f",
+    "annotations-changed": "f",
+    "docstring-changed": "f",
+    "line-shift": "f",
+    "function-added": "g",
+    "function-removed": "g",
+    "class-added": "K",
+    "class-removed": "K",
+    "statement-added": None,
+    "statement-removed": "OTHER",
+    "import-changed": None,
+    "source-only": None,
+}
+
+
+def load_pair(modules, code: str):
+    before = (REASONS_DIR / f"{code}.before.py").read_bytes()
+    m = modules.create(before.decode())
+    shutil.copyfile(REASONS_DIR / f"{code}.after.py", modules.path(m.__name__))
+    return m
+
+
+def test_every_reason_code_has_a_fixture_pair():
+    testable = set(verification.REASONS) - {
+        "file-missing", "file-unreadable", "not-a-file", "file-too-large",  # tested with real files below
+        "not-a-source-module", "main-module", "no-baseline", "no-live-object",  # need a live situation
+    }
+    assert testable == set(EXPECTED)
+    for code in EXPECTED:
+        assert (REASONS_DIR / f"{code}.before.py").exists(), code
+        assert (REASONS_DIR / f"{code}.after.py").exists(), code
+
+
+@pytest.mark.parametrize("code", sorted(EXPECTED))
+def test_reason_code_from_fixture(modules, code):
+    m = load_pair(modules, code)
+    report = hotfix.dry_run(m)
+    severity = verification.REASONS[code][0]
+    found = report.by_code(code)
+    assert found, f"{code} not in {[f.code for f in report.findings]}"
+    assert found[0].qualname == EXPECTED[code]
+    assert found[0].severity == severity
+    assert report.verdict == severity
+    # JSON round-trip with stable keys
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["schema_version"] == verification.SCHEMA_VERSION
+    assert set(data) == {"schema_version", "module", "verdict", "source", "findings", "impact", "dependents", "created_at"}
+    assert {"code": code, "severity": severity, "qualname": EXPECTED[code]}.items() <= next(
+        f for f in data["findings"] if f["code"] == code).items()
+    # the offline diff agrees with the live dry run on the reason code
+    offline = verification.compare_files(str(REASONS_DIR / f"{code}.before.py"), str(REASONS_DIR / f"{code}.after.py"))
+    if code not in ("init-changed-live-instances", "state-reset"):  # need live instances / live state
+        assert offline.by_code(code), f"offline: {[f.code for f in offline.findings]}"
+    assert code in str(report)
+
+
+@pytest.mark.parametrize("code", sorted(c for c, (sev, _) in verification.REASONS.items() if sev == "blocked" and c in EXPECTED))
+def test_blocked_fixture_is_refused_and_changes_nothing(modules, code):
+    from conftest import assert_same, snapshot
+
+    m = load_pair(modules, code)
+    before = snapshot(m)
+    with pytest.raises(hotfix.PatchRejected):
+        hotfix.apply(m, probation=0, allow_risky=True)
+    assert_same(before, snapshot(m))
+
+
+@pytest.mark.parametrize("code", sorted(c for c, (sev, _) in verification.REASONS.items() if sev != "blocked" and c in EXPECTED))
+def test_applicable_fixture_applies_and_matches_a_fresh_import(modules, code):
+    """Differential: after the patch the module behaves like a fresh import of the new source."""
+    m = load_pair(modules, code)
+    patch = hotfix.apply(m, probation=0, allow_risky=True)
+    assert patch.status == "applied"
+    fresh_name = m.__name__ + "_fresh"
+    shutil.copyfile(modules.path(m.__name__), modules.path(fresh_name))
+    fresh = modules.load(fresh_name)
+    assert public_shape(m) == public_shape(fresh)
+    hotfix.rollback(patch.id)
+
+
+def public_shape(module) -> dict:
+    """Names, kinds and, for functions, code (line info stripped) and defaults; values for plain data."""
+    shape = {}
+    for name, value in vars(module).items():
+        if name.startswith("__"):
+            continue
+        if isinstance(value, type):
+            members = {}
+            for k, v in vars(value).items():
+                fn = getattr(v, "__func__", v)
+                if hasattr(fn, "__code__"):
+                    members[k] = (verification.strip_lines(fn.__code__), fn.__defaults__)
+                elif not k.startswith("__"):
+                    members[k] = repr(v)
+            shape[name] = ("class", members)
+        elif hasattr(value, "__code__"):
+            shape[name] = ("function", verification.strip_lines(value.__code__), value.__defaults__,
+                           value.__kwdefaults__, value.__annotations__, value.__doc__)
+        elif hasattr(value, "__wrapped__"):
+            shape[name] = ("wrapped", verification.strip_lines(value.__wrapped__.__code__))
+        elif isinstance(value, type(module)):
+            shape[name] = ("module", value.__name__)
+        else:
+            shape[name] = ("value", repr(value) if type(value).__module__ == "builtins" else type(value).__qualname__)
+    return shape
+
+
+def test_bad_files_are_blocked_never_a_traceback(modules, tmp_path):
+    m = modules.create("def f():\n    return 1\n")
+    path = modules.path(m.__name__)
+    cases = {
+        "file-missing": lambda: path.unlink(),
+        "not-a-file": lambda: (path.unlink(), path.mkdir()),
+        "undecodable-file": lambda: path.write_bytes(b"\x00\x01\x02binary\xff"),
+    }
+    for code, make in cases.items():
+        if path.is_dir():
+            path.rmdir()
+        path.write_text("def f():\n    return 1\n")
+        make()
+        report = hotfix.dry_run(m)
+        assert report.verdict == "blocked" and report.by_code(code), (code, report.findings)
+        with pytest.raises(hotfix.PatchRejected):
+            hotfix.apply(m, probation=0)
+    if path.is_dir():
+        path.rmdir()
+    path.write_text("")  # empty file: every definition removed, a valid module
+    assert hotfix.dry_run(m).by_code("function-removed")
+    big = "x = 1\n" * (verification._source.MAX_SOURCE_BYTES // 6 + 10)
+    path.write_text(big)
+    assert hotfix.dry_run(m).by_code("file-too-large")
+
+
+def test_module_whose_file_points_nowhere(modules):
+    import types
+
+    ghost = types.ModuleType("hf_ghost_mod")
+    ghost.__file__ = "/nonexistent/dir/hf_ghost_mod.py"
+    import sys
+
+    sys.modules["hf_ghost_mod"] = ghost
+    try:
+        report = hotfix.dry_run("hf_ghost_mod")
+        assert report.verdict == "blocked" and report.by_code("file-missing")
+    finally:
+        del sys.modules["hf_ghost_mod"]
+
+
+def test_no_live_object_when_a_definition_was_deleted_at_runtime(modules):
+    m = modules.create("def f():\n    return 1\n\ndef g():\n    return 1\n")
+    del m.f
+    modules.write(m, "def f():\n    return 2\n\ndef g():\n    return 1\n")
+    report = hotfix.dry_run(m)
+    assert report.by_code("no-live-object") and report.verdict == "risky"
