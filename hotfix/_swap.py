@@ -42,6 +42,7 @@ from verification import (
     Baseline,
     ModifyFunction,
     RemoveName,
+    RetargetClosure,
     RunStatement,
 )
 from verification._model import ClassDef, FunctionDef
@@ -129,6 +130,7 @@ class Swapper:
         self.events: list[SwapEvent] = []
         self.future_annotations = analysis.new.future_annotations
         self.rebound: dict[str, object] = {}  # module-level name -> value it had before
+        self.old_namespace = dict(self.g)  # what __hotfix_migrate__ receives
 
     def event(self, action: str, qualname: str) -> None:
         self.events.append(SwapEvent(self.name, action, qualname))
@@ -174,6 +176,11 @@ class Swapper:
             elif isinstance(change, RemoveName):
                 self.unbind(self.resolve(change.scope), change.name)
                 self.event("remove", change.scope + change.name)
+            elif isinstance(change, RetargetClosure):
+                for f in change.live:
+                    self.undo.set_attr(f, "__code__", change.code)
+                self.event("code", change.qualname)
+        self.migrate()
         self.refresh_linecache()
         self.rebind_dependents()
         self.adopt_baseline()
@@ -286,6 +293,35 @@ class Swapper:
         return value
 
     # -- after the definitions
+
+    def migrate(self) -> None:
+        """Call the new source's ``__hotfix_migrate__(old_namespace)``, if it defines one.
+
+        It receives a copy of the namespace as it was before this patch and
+        may re-bind module state (through the module, which the undo log
+        covers only for names the swap itself bound: document side effects).
+        """
+        hook = self.g.get("__hotfix_migrate__")
+        defined = any(getattr(e, "name", None) == "__hotfix_migrate__" for e in self.a.new.scope.entries)
+        if not callable(hook) or not defined:
+            return
+        before = dict(self.g)
+        hook(dict(self.old_namespace))
+        after = dict(self.g)
+        for name in before.keys() | after.keys():
+            old, new = before.get(name, _MISSING), after.get(name, _MISSING)
+            if old is new:
+                continue
+            # put the pre-hook value back, then re-apply through the undo log
+            if old is _MISSING:
+                del self.g[name]
+            else:
+                self.g[name] = old
+            if new is _MISSING:
+                self.unbind(self.module, name)
+            else:
+                self.bind(self.module, name, new)
+        self.event("migrate", "__hotfix_migrate__")
 
     def refresh_linecache(self) -> None:
         state = self.a.source.state

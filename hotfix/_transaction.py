@@ -27,12 +27,14 @@ from verification import (
     Analysis,
     ModifyFunction,
     Report,
+    RetargetClosure,
     SourceProblem,
     analyze,
     iter_code_tree,
     read_source,
 )
 
+from ._audit import audit
 from ._baseline import get_baseline
 from ._exceptions import PatchRejected, PatchRolledBack
 from ._probation import ProbationWatch
@@ -43,6 +45,8 @@ DEFAULT_PROBATION = 3.0
 DEFAULT_TIMEOUT = 2.0
 #: How many applied patches can still be rolled back; older undo data is released.
 ROLLBACK_DEPTH = 16
+#: How many records history() keeps in memory (the audit log keeps everything).
+HISTORY_LIMIT = 1000
 
 _log = logging.getLogger("hotfix")
 _tx_lock = threading.Lock()
@@ -111,56 +115,78 @@ def apply(
     allow_risky: bool = False,
     expect_sha256: str | Sequence[str] | None = None,
     expected_exceptions: tuple[type[BaseException], ...] = (),
+    actor: str | None = None,
 ) -> Patch:
     """Adopt the disk source of one module (or several, as one unit) in place.
 
     Returns after probation. Raises ``PatchRejected`` (nothing changed) or
-    ``PatchRolledBack`` (applied, then undone).
+    ``PatchRolledBack`` (applied, then undone). ``actor`` names who asked,
+    for the audit log.
     """
-    targets = [target] if isinstance(target, types.ModuleType | str) else list(target)
-    if not targets:
-        raise PatchRejected("no module given; pass a module or its name.")
-    modules = [resolve_module(t) for t in targets]
+    patch_id = _new_id()
+    try:
+        targets = [target] if isinstance(target, types.ModuleType | str) else list(target)
+        if not targets:
+            raise PatchRejected("no module given; pass a module or its name.")
+        modules = [resolve_module(t) for t in targets]
+        pins = _pins(expect_sha256, len(modules))
+    except PatchRejected as exc:
+        audit("rejected", patch_id, actor, modules=[str(target)], outcome="rejected", reason=exc.message)
+        raise
     if not _tx_lock.acquire(blocking=False):
+        audit("rejected", patch_id, actor, modules=[m.__name__ for m in modules], outcome="busy")
         raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.")
     try:
-        return _apply_locked(modules, list(checks), probation, timeout, allow_risky,
-                             _pins(expect_sha256, len(modules)), expected_exceptions)
+        tx = _Transaction(patch_id, modules, actor)
+        return tx.run(list(checks), probation, timeout, allow_risky, pins, expected_exceptions)
     finally:
         _tx_lock.release()
 
 
-def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> Rollback:
+def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, actor: str | None = None) -> Rollback:
     """Undo the latest applied patch (or ``patch_id``), restoring the exact previous objects."""
     if not _tx_lock.acquire(blocking=False):
+        audit("rollback-rejected", patch_id, actor, outcome="busy")
         raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.")
     try:
-        with _state_lock:
-            if not _applied:
-                raise PatchRejected("there is no applied patch to roll back.")
-            index = len(_applied) - 1 if patch_id is None else next(
-                (i for i, a in enumerate(_applied) if a.patch.id == patch_id), None)
-            if index is None:
-                known = any(isinstance(h, Patch) and h.id == patch_id for h in _history)
-                why = "it was already rolled back or is too old to roll back" if known else "no such patch"
-                raise PatchRejected(f"patch {patch_id} cannot be rolled back: {why}.")
-            entry = _applied[index]
-            later = [a.patch.id for a in _applied[index + 1:] if set(a.patch.modules) & set(entry.patch.modules)]
-            if later:
-                raise PatchRejected(f"patch {entry.patch.id} has later patches on the same modules ({', '.join(later)}); roll those back first.")
+        try:
+            entry = _rollback_target(patch_id)
+        except PatchRejected as exc:
+            audit("rollback-rejected", patch_id, actor, outcome="rejected", reason=exc.message)
+            raise
         plog = _PatchLog(_log, {"patch_id": entry.patch.id})
         try:
             stall = _undo_under_pause(entry.undo, timeout)
         except safepoints.PauseTimeout as exc:
+            audit("rollback-rejected", entry.patch.id, actor, outcome="pause-timeout", reason=str(exc))
             raise PatchRejected(f"rollback of {entry.patch.id} refused: workers did not park within {timeout}s ({exc}); try again.") from None
         record = Rollback(entry.patch.id, entry.patch.modules, "requested", "rolled back on request", stall, time.time())
         with _state_lock:
             _applied.remove(entry)
-            _history.append(record)
+        _record(record)
+        audit("rolled-back", entry.patch.id, actor, modules=list(entry.patch.modules), outcome="rolled-back",
+              reason="requested", stall_seconds=stall)
         plog.info("rolled back on request (stall %.6fs)", stall)
         return record
     finally:
         _tx_lock.release()
+
+
+def _rollback_target(patch_id: str | None) -> _Applied:
+    with _state_lock:
+        if not _applied:
+            raise PatchRejected("there is no applied patch to roll back.")
+        index = len(_applied) - 1 if patch_id is None else next(
+            (i for i, a in enumerate(_applied) if a.patch.id == patch_id), None)
+        if index is None:
+            known = any(isinstance(h, Patch) and h.id == patch_id for h in _history)
+            why = "it was already rolled back or is too old to roll back" if known else "no such patch"
+            raise PatchRejected(f"patch {patch_id} cannot be rolled back: {why}.")
+        entry = _applied[index]
+        later = [a.patch.id for a in _applied[index + 1:] if set(a.patch.modules) & set(entry.patch.modules)]
+        if later:
+            raise PatchRejected(f"patch {entry.patch.id} has later patches on the same modules ({', '.join(later)}); roll those back first.")
+        return entry
 
 
 # --------------------------------------------------------------------------- internals
@@ -175,97 +201,127 @@ def _pins(expect: str | Sequence[str] | None, n: int) -> list[str | None]:
     return pins
 
 
-def _new_id(analyses: list[Analysis]) -> str:
-    sha = analyses[0].source.state.sha256[:8] if analyses[0].source else "none"
-    return f"hf-{os.getpid()}-{next(_ids)}-{sha}"
+def _new_id() -> str:
+    return f"hf-{os.getpid()}-{next(_ids)}"
 
 
-def _apply_locked(modules, checks, probation, timeout, allow_risky, pins, expected) -> Patch:
-    started = time.time()
-    states = _worker_states()
-    analyses = [analyze(m, get_baseline(m.__name__), thread_states=states) for m in modules]
-    reports = tuple(a.report for a in analyses)
-    first = reports[0] if len(reports) == 1 else reports
-    for a, pin in zip(analyses, pins, strict=True):
-        r = a.report
-        if r.verdict == BLOCKED:
-            worst = next(f for f in r.findings if f.severity == BLOCKED)
-            raise PatchRejected(f"{r.module} was not patched: {worst.message}; fix the file and try again.", first)
-        if r.verdict == RISKY and not allow_risky:
-            codes = sorted({f.code for f in r.findings if f.severity == RISKY})
-            raise PatchRejected(
-                f"{r.module} was not patched: the change is risky ({', '.join(codes)}); review the dry run and pass allow_risky=True to apply it.",
-                first)
-        if pin is not None and (a.source is None or a.source.state.sha256 != pin):
-            actual = a.source.state.sha256 if a.source else "unreadable"
-            raise PatchRejected(f"{r.module} was not patched: the file's sha256 is {actual[:12]}, not the reviewed {pin[:12]}; dry-run again.", first)
-    patch_id = _new_id(analyses)
-    plog = _PatchLog(_log, {"patch_id": patch_id})
-    names = tuple(m.__name__ for m in modules)
-    shas = tuple(a.source.state.sha256 if a.source else "" for a in analyses)
-    if all(r.verdict == UNCHANGED for r in reports):
-        patch = Patch(patch_id, "unchanged", names, first, reports, (), 0.0, started, None, time.time(), 0.0, shas)
-        with _state_lock:
-            _history.append(patch)
-        plog.info("%s unchanged: nothing to apply", ", ".join(names))
-        return patch
-    work = [a for a in analyses if a.report.verdict != UNCHANGED]
-    plog.info("applying %s (verdicts %s)", ", ".join(names), ", ".join(r.verdict for r in reports))
-    undo = UndoLog()
-    events: list[SwapEvent] = []
-    try:
-        with safepoints.pause(timeout=timeout) as held:
-            _wait_consistent(work, started + timeout, first)
-            _recheck_files(work, first)
-            try:
-                for a in work:
-                    events.extend(Swapper(a, undo).run())
-                problems = [p for a in work for p in verify_swapped(a)]
-                if problems:
-                    raise RuntimeError("; ".join(problems))
-            except BaseException as exc:
-                undo.undo()
-                raise PatchRejected(
-                    f"{', '.join(names)} was not patched: {type(exc).__name__} during the swap: {exc}; nothing was changed, fix the source and try again.",
-                    first, error=exc) from exc
-    except safepoints.PauseTimeout as exc:
-        raise PatchRejected(f"{', '.join(names)} was not patched: workers did not park within {timeout}s: {exc}", first) from None
-    applied_at = time.time()
-    stall = held.stall_seconds
-    plog.info("swapped %d definitions (workers held %.6fs)", len(events), stall)
-    patch = Patch(patch_id, "applied", names, first, reports, tuple(events), stall, started, applied_at, 0.0, 0.0, shas)
-    failure = _probation(work, undo, checks, probation, expected, plog)
-    if failure is not None:
-        reason, detail, exc = failure
-        rb_stall = _automatic_undo(undo, max(timeout, 1.0), plog)
-        record = Rollback(patch_id, names, reason, detail, rb_stall, time.time())
-        with _state_lock:
-            _history.append(attrs.evolve(patch, finished_at=time.time(), probation_seconds=time.time() - applied_at))
-            _history.append(record)
-        plog.warning("rolled back: %s", detail)
-        raise PatchRolledBack(f"{', '.join(names)} was patched and rolled back: {detail}; the previous code is running, fix the source and apply again.",
-                              first, failure=exc, patch_id=patch_id, reason=reason)
-    finished = time.time()
-    patch = attrs.evolve(patch, finished_at=finished, probation_seconds=finished - applied_at)
+def _slim(patch: Patch) -> Patch:
+    """What history keeps: no reports (their diffs are the bulk), verdicts stay."""
+    return attrs.evolve(patch, report=None, reports=())
+
+
+def _record(item: Patch | Rollback) -> None:
     with _state_lock:
-        _history.append(patch)
-        _applied.append(_Applied(patch, undo))
-        del _applied[:-ROLLBACK_DEPTH]  # older versions can no longer be rolled back to: release them
-    plog.info("applied; probation passed")
-    return patch
+        _history.append(_slim(item) if isinstance(item, Patch) else item)
+        del _history[:-HISTORY_LIMIT]
+
+
+class _Transaction:
+    """One apply, step by step; every step is logged and audited with the patch id."""
+
+    def __init__(self, patch_id: str, modules: list[types.ModuleType], actor: str | None) -> None:
+        self.id = patch_id
+        self.modules = modules
+        self.names = tuple(m.__name__ for m in modules)
+        self.actor = actor
+        self.log = _PatchLog(_log, {"patch_id": patch_id})
+        self.report = None
+
+    def audit(self, step: str, **fields: object) -> None:
+        audit(step, self.id, self.actor, modules=list(self.names), **fields)
+
+    def reject(self, message: str, outcome: str, **details: object) -> PatchRejected:
+        self.audit("rejected", outcome=outcome, reason=message)
+        self.log.warning("rejected: %s", message)
+        return PatchRejected(message, self.report, patch_id=self.id, **details)
+
+    def run(self, checks, probation, timeout, allow_risky, pins, expected) -> Patch:
+        started = time.time()
+        states = _worker_states()
+        analyses = [analyze(m, get_baseline(m.__name__), thread_states=states) for m in self.modules]
+        reports = tuple(a.report for a in analyses)
+        self.report = reports[0] if len(reports) == 1 else reports
+        shas = tuple(a.source.state.sha256 if a.source else "" for a in analyses)
+        self.audit("verified", verdicts=[r.verdict for r in reports], sha256=list(shas))
+        who = ", ".join(self.names)
+        for a, pin in zip(analyses, pins, strict=True):
+            r = a.report
+            if r.verdict == BLOCKED:
+                worst = next(f for f in r.findings if f.severity == BLOCKED)
+                raise self.reject(f"{r.module} was not patched: {worst.message}; fix the file and try again.", "blocked")
+            if r.verdict == RISKY and not allow_risky:
+                codes = sorted({f.code for f in r.findings if f.severity == RISKY})
+                raise self.reject(
+                    f"{r.module} was not patched: the change is risky ({', '.join(codes)}); review the dry run and pass allow_risky=True to apply it.",
+                    "risky")
+            if pin is not None and (a.source is None or a.source.state.sha256 != pin):
+                actual = a.source.state.sha256 if a.source else "unreadable"
+                raise self.reject(f"{r.module} was not patched: the file's sha256 is {actual[:12]}, not the reviewed {pin[:12]}; dry-run again.", "sha256-mismatch")
+        if all(r.verdict == UNCHANGED for r in reports):
+            patch = Patch(self.id, "unchanged", self.names, self.report, reports, (), 0.0, started, None, time.time(), 0.0, shas)
+            _record(patch)
+            self.audit("unchanged", outcome="unchanged", sha256=list(shas))
+            self.log.info("%s unchanged: nothing to apply", who)
+            return patch
+        work = [a for a in analyses if a.report.verdict != UNCHANGED]
+        self.log.info("applying %s (verdicts %s)", who, ", ".join(r.verdict for r in reports))
+        undo = UndoLog()
+        events: list[SwapEvent] = []
+        try:
+            with safepoints.pause(timeout=timeout) as held:
+                _wait_consistent(work, started + timeout, self)
+                _recheck_files(work, self)
+                try:
+                    for a in work:
+                        events.extend(Swapper(a, undo).run())
+                    problems = [p for a in work for p in verify_swapped(a)]
+                    if problems:
+                        raise RuntimeError("; ".join(problems))
+                except BaseException as exc:
+                    undo.undo()
+                    raise self.reject(
+                        f"{who} was not patched: {type(exc).__name__} during the swap: {exc}; nothing was changed, fix the source and try again.",
+                        "swap-failed", error=exc) from exc
+        except safepoints.PauseTimeout as exc:
+            raise self.reject(f"{who} was not patched: workers did not park within {timeout}s: {exc}", "pause-timeout") from None
+        applied_at = time.time()
+        stall = held.stall_seconds
+        self.audit("swapped", outcome="swapped", stall_seconds=stall, events=len(events), sha256=list(shas))
+        self.log.info("swapped %d definitions (workers held %.6fs)", len(events), stall)
+        patch = Patch(self.id, "applied", self.names, self.report, reports, tuple(events), stall, started, applied_at, 0.0, 0.0, shas)
+        failure = _probation(work, checks, probation, expected, self.log)
+        finished = time.time()
+        patch = attrs.evolve(patch, finished_at=finished, probation_seconds=finished - applied_at)
+        if failure is not None:
+            reason, detail, exc = failure
+            rb_stall = _automatic_undo(undo, max(timeout, 1.0), self.log)
+            _record(patch)
+            _record(Rollback(self.id, self.names, reason, detail, rb_stall, time.time()))
+            self.audit("rolled-back", outcome="rolled-back", reason=reason, detail=detail, stall_seconds=rb_stall)
+            self.log.warning("rolled back: %s", detail)
+            raise PatchRolledBack(
+                f"{who} was patched and rolled back: {detail}; the previous code is running, fix the source and apply again.",
+                self.report, failure=exc, patch_id=self.id, reason=reason)
+        _record(patch)
+        with _state_lock:
+            _applied.append(_Applied(patch, undo))
+            del _applied[:-ROLLBACK_DEPTH]  # older versions can no longer be rolled back to: release them
+        self.audit("applied", outcome="applied", sha256=list(shas), stall_seconds=stall)
+        self.log.info("applied; probation passed")
+        return patch
 
 
 def _replaced_codes(analyses: list[Analysis]) -> set[types.CodeType]:
     codes: set[types.CodeType] = set()
     for a in analyses:
         for c in a.changes:
-            if isinstance(c, ModifyFunction):
+            if isinstance(c, ModifyFunction | RetargetClosure):
                 for f in c.live:
                     codes.update(iter_code_tree(f.__code__))
     return codes
 
 
-def _wait_consistent(analyses: list[Analysis], deadline: float, report) -> None:
+def _wait_consistent(analyses: list[Analysis], deadline: float, tx: _Transaction) -> None:
     """No running, unparked thread may be inside code that is about to be replaced."""
     replaced = _replaced_codes(analyses)
     if not replaced:
@@ -288,9 +344,9 @@ def _wait_consistent(analyses: list[Analysis], deadline: float, report) -> None:
         if not offenders:
             return
         if time.time() >= deadline:
-            raise PatchRejected(
+            raise tx.reject(
                 "not patched: running threads are inside code that would change: " + "; ".join(offenders)
-                + "; register them as safepoints workers or retry when they are idle.", report)
+                + "; register them as safepoints workers or retry when they are idle.", "threads-in-code")
         time.sleep(0.001)  # holding the pause; these threads need a moment to leave the code
 
 
@@ -301,18 +357,18 @@ def _thread_name(tid: int) -> str:
     return f"thread {tid}"
 
 
-def _recheck_files(analyses: list[Analysis], report) -> None:
+def _recheck_files(analyses: list[Analysis], tx: _Transaction) -> None:
     """Under the pause: the file must still be exactly the version verified."""
     for a in analyses:
         try:
             now = read_source(a.source.state.path).state
         except SourceProblem as exc:
-            raise PatchRejected(f"{a.report.module} was not patched: the file changed during the apply ({exc.message}); try again.", report) from None
+            raise tx.reject(f"{a.report.module} was not patched: the file changed during the apply ({exc.message}); try again.", "file-changed") from None
         if now != a.source.state:
-            raise PatchRejected(f"{a.report.module} was not patched: the file changed on disk during the apply (sha256 {now.sha256[:12]}); dry-run and try again.", report)
+            raise tx.reject(f"{a.report.module} was not patched: the file changed on disk during the apply (sha256 {now.sha256[:12]}); dry-run and try again.", "file-changed")
 
 
-def _probation(analyses, undo, checks, probation, expected, plog):
+def _probation(analyses, checks, probation, expected, plog):
     """Run checks, then watch. Returns (reason, detail, exception) on failure, else None."""
     codes = set()
     for a in analyses:

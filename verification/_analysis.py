@@ -33,7 +33,7 @@ from ._impact import (
     suspended_generators,
     thread_impact,
 )
-from ._live import functions_named
+from ._live import functions_named, unwrap_functions
 from ._model import (
     ClassDef,
     FunctionDef,
@@ -82,6 +82,15 @@ class RunStatement:
 
 
 @attrs.frozen(eq=False)
+class RetargetClosure:
+    """A live inner function (a closure made by a changed function) that gets the new inner code."""
+
+    qualname: str
+    live: tuple[types.FunctionType, ...]
+    code: types.CodeType
+
+
+@attrs.frozen(eq=False)
 class RemoveName:
     """A name bound only by removed definitions or statements."""
 
@@ -89,7 +98,7 @@ class RemoveName:
     name: str
 
 
-Change = ModifyFunction | AddDefinition | RunStatement | RemoveName
+Change = ModifyFunction | AddDefinition | RunStatement | RemoveName | RetargetClosure
 
 
 @attrs.frozen(eq=False)
@@ -160,6 +169,7 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
             old = None
     differ = _Differ(module, old, new)
     differ.scope("", old.scope if old else None, new.scope, module)
+    differ.closures(module)
     findings = differ.findings
     if old is None and findings:
         findings.insert(0, Finding("no-baseline", None, REASON_NO_BASELINE))
@@ -183,6 +193,10 @@ def _impact(module: types.ModuleType, differ: _Differ, thread_states, heap_scan:
     classes: dict[str, type] = {}
     caches = []
     for c in differ.changes:
+        if isinstance(c, RetargetClosure):
+            for f in c.live:
+                replaced.update(iter_code_tree(f.__code__))
+            continue
         top = (c.scope.split(".", 1)[0] if c.scope else None)
         if isinstance(c, ModifyFunction):
             for f in c.live:
@@ -381,6 +395,38 @@ class _Differ:
         parts.append(_bytecode_summary(old_code, new.code))
         return "\n".join(parts)
 
+    # -- closures made at run time
+
+    def closures(self, module: types.ModuleType) -> None:
+        """Inner functions reachable from the namespace (decorator wrappers, factories' products).
+
+        Their code is a constant of the enclosing function; when that changed,
+        the live inner function gets the new inner code, if its closure
+        variables are the same. Reached through the namespace, never the heap.
+        """
+        nested = {}
+        for code in iter_code_tree(self.new_model.code):
+            if "<locals>" in code.co_qualname:
+                nested.setdefault(code.co_qualname, []).append(code)
+        if not nested:
+            return
+        found: dict[str, list[types.FunctionType]] = {}
+        for value in _namespace_values(module):
+            for f in unwrap_functions(value):
+                q = f.__code__.co_qualname
+                if q in nested and f not in found.get(q, ()):
+                    found.setdefault(q, []).append(f)
+        for q, funcs in found.items():
+            candidates = nested[q]
+            if len(candidates) != 1:
+                continue  # ambiguous (two inner functions of the same name): leave them alone
+            new_code = candidates[0]
+            stale = [f for f in funcs if f.__code__ != new_code and f.__code__.co_freevars == new_code.co_freevars]
+            if stale:
+                if not same_semantics(stale[0].__code__, new_code):
+                    self.add("body-changed", q, f"{q} (a live closure) gets the new inner code")
+                self.changes.append(RetargetClosure(q, tuple(stale), new_code))
+
     # -- classes
 
     def klass(self, prefix: str, new: ClassDef, old: ClassDef | None, namespace: dict, has_baseline: bool) -> None:
@@ -499,6 +545,13 @@ def compare_files(old_path: str, new_path: str, module: str | None = None) -> Re
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _namespace_values(module: types.ModuleType):
+    for value in list(vars(module).values()):
+        yield value
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            yield from list(vars(value).values())
 
 _FLAG_VARARGS, _FLAG_VARKW = 0x04, 0x08
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range, type,

@@ -153,10 +153,13 @@ def dependents(module: types.ModuleType, changed: dict[str, str]) -> tuple[Depen
     own = {id(v): k for k, v in vars(module).items()
            if not k.startswith("__") and getattr(v, "__module__", None) == name}
     values = {id(vars(module)[k]): k for k, what in changed.items() if what == "value" and k in vars(module)}
+    interesting = set(own) | set(values) | {id(module)}
     out = []
     for other_name, other in list(sys.modules.items()):
         ns = getattr(other, "__dict__", None)
         if other is module or not isinstance(ns, dict):
+            continue
+        if interesting.isdisjoint(map(id, list(ns.values()))):  # C-speed filter: most modules hold nothing of ours
             continue
         held: list[str] = []
         effects: set[str] = set()
