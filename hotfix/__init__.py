@@ -7,7 +7,7 @@ place (identities kept), watch a probation window, roll back by itself.
 from ._baseline import install, installed, uninstall
 from ._exceptions import HotfixError, PatchRejected, PatchRolledBack
 from ._records import Patch, Rollback, SwapEvent
-from ._transaction import apply, dry_run, history, rollback
+from ._transaction import apply, configure, dry_run, history, rollback
 
 __all__ = [
     "HotfixError",
@@ -17,6 +17,7 @@ __all__ = [
     "Rollback",
     "SwapEvent",
     "apply",
+    "configure",
     "dry_run",
     "history",
     "install",

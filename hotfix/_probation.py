@@ -8,10 +8,16 @@ unwinding frame, only while an exception propagates, only during
 probation; calls that do not raise pay nothing. When probation ends the
 event is switched off and the tool id freed: nothing is left behind.
 
-On Python 3.11 there is no ``sys.monitoring``; we watch uncaught exceptions
-(``threading.excepthook``/``sys.excepthook``) whose traceback passes
-through patched code. An exception that the caller catches is not seen
-there; the README lists this under caveats. Checks run on every version.
+On Python 3.11 there is no ``sys.monitoring`` and no way to trace threads
+that are already running. There, during probation only, each patched
+function runs an *instrumented twin* of its new code: the same source
+compiled with the body wrapped in ``try/except BaseException`` that reports
+to a probe and re-raises (same line numbers, same closure variables). When
+probation ends the verified code object goes back in, so nothing is left
+behind; a frame still running the twin finishes with it. New definitions
+(added in the patch) are watched through ``threading.excepthook`` and
+``sys.excepthook``, which see only exceptions that reach a thread's top.
+Checks run on every version.
 
 Ignored: ``StopIteration``, ``StopAsyncIteration``, ``GeneratorExit``
 (normal control flow) and whatever the caller lists in ``expected``.
@@ -19,11 +25,15 @@ Ignored: ``StopIteration``, ``StopAsyncIteration``, ``GeneratorExit``
 
 from __future__ import annotations
 
+import ast
+import copy
 import sys
 import threading
 import traceback
 import types
 from collections.abc import Iterable
+
+_PROBE = "__hotfix_probation__"
 
 _CONTROL_FLOW = (StopIteration, StopAsyncIteration, GeneratorExit)
 _TOOL_NAME = "hotfix-probation"
@@ -32,8 +42,12 @@ _TOOL_NAME = "hotfix-probation"
 class ProbationWatch:
     """Context manager: records the first unexpected exception escaping watched code."""
 
-    def __init__(self, codes: Iterable[types.CodeType], expected: tuple[type[BaseException], ...] = ()) -> None:
+    def __init__(self, codes: Iterable[types.CodeType], expected: tuple[type[BaseException], ...] = (),
+                 twins: Iterable[tuple[types.FunctionType, types.CodeType, types.CodeType]] = ()) -> None:
         self.codes = frozenset(codes)
+        # (function, verified code, instrumented twin): used where sys.monitoring is missing
+        self.twins = list(twins)
+        self._injected: list[dict] = []
         self.ignore = _CONTROL_FLOW + tuple(expected)
         self.failed = threading.Event()
         self.failure: BaseException | None = None
@@ -46,6 +60,12 @@ class ProbationWatch:
     def _record(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, self.ignore) or self.failed.is_set():
             return
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:  # name the line that raised, not just the function
+            code = tb.tb_frame.f_code
+            where = f"{code.co_qualname} ({code.co_filename}:{tb.tb_lineno})"
         self.failure = exc
         self.where = where
         self.formatted = "".join(traceback.format_exception(exc))
@@ -110,6 +130,29 @@ class ProbationWatch:
             threading.excepthook, sys.excepthook = self._old_hooks
             self._old_hooks = None
 
+    # -- instrumented twins (3.11)
+
+    def _probe(self, exc: BaseException) -> None:
+        code = sys._getframe(1).f_code
+        self._record(exc, f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})")
+
+    def _start_twins(self) -> None:
+        for func, verified, twin in self.twins:
+            g = func.__globals__
+            if _PROBE not in g:
+                g[_PROBE] = self._probe
+                self._injected.append(g)
+            if func.__code__ is verified:
+                func.__code__ = twin
+
+    def _stop_twins(self) -> None:
+        for func, verified, twin in self.twins:
+            if func.__code__ is twin:
+                func.__code__ = verified
+        for g in self._injected:
+            g.pop(_PROBE, None)
+        self._injected.clear()
+
     # -- context manager
 
     def __enter__(self) -> ProbationWatch:
@@ -117,11 +160,14 @@ class ProbationWatch:
             self._start_monitoring()
         else:
             self._start_hooks()
+            self._start_twins()
+            self.mechanism = "instrumented twins + excepthook"
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._tool is not None:
             self._stop_monitoring()
+        self._stop_twins()
         self._stop_hooks()
 
     def wait(self, seconds: float) -> bool:
@@ -129,3 +175,44 @@ class ProbationWatch:
         if seconds > 0:
             self.failed.wait(seconds)
         return not self.failed.is_set()
+
+
+def instrumented_twin(node: ast.FunctionDef | ast.AsyncFunctionDef, scope: str, path: str,
+                      flags: int, verified: types.CodeType) -> types.CodeType | None:
+    """The function's code compiled with its body wrapped to report escaping exceptions.
+
+    The definition is rebuilt inside empty classes named like its enclosing
+    scope so the qualified name and the ``__class__`` cell come out the
+    same; decorators are dropped (they are not part of the function's code).
+    Returns ``None`` when the twin would not be interchangeable.
+    """
+    fn = copy.deepcopy(node)
+    fn.decorator_list = []
+    exc_name = "_hotfix_probation_exc"
+    handler = ast.ExceptHandler(
+        type=ast.Name("BaseException", ast.Load()),
+        name=exc_name,
+        body=[ast.Expr(ast.Call(ast.Name(_PROBE, ast.Load()), [ast.Name(exc_name, ast.Load())], [])),
+              ast.Raise()],
+    )
+    wrapped = ast.Try(body=fn.body, handlers=[handler], orelse=[], finalbody=[])
+    ast.copy_location(wrapped, fn.body[0])
+    for n in ast.walk(handler):
+        ast.copy_location(n, fn.body[-1])
+    fn.body = [wrapped]
+    stmt: ast.stmt = fn
+    for cls in reversed([p for p in scope.split(".") if p]):
+        extra = {"type_params": []} if sys.version_info >= (3, 12) else {}
+        stmt = ast.copy_location(ast.ClassDef(name=cls, bases=[], keywords=[], body=[stmt], decorator_list=[], **extra), node)
+    module = ast.fix_missing_locations(ast.Module(body=[stmt], type_ignores=[]))
+    try:
+        code = compile(module, path, "exec", flags=flags, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        if c.co_qualname == verified.co_qualname and c.co_name == verified.co_name and c is not code:
+            return c if c.co_freevars == verified.co_freevars else None
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return None

@@ -7,9 +7,12 @@ process returns to the exact previous objects.
 """
 
 from __future__ import annotations
+import __future__
 
+import functools
 import itertools
 import logging
+import operator
 import os
 import sys
 import threading
@@ -34,14 +37,15 @@ from verification import (
     read_source,
 )
 
-from ._audit import audit
+from ._audit import audit, configure_audit
 from ._baseline import get_baseline
 from ._exceptions import PatchRejected, PatchRolledBack
-from ._probation import ProbationWatch
+from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
 from ._swap import Swapper, UndoLog, verify_swapped
 
 DEFAULT_PROBATION = 3.0
+_FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, f).compiler_flag for f in __future__.all_feature_names))
 DEFAULT_TIMEOUT = 2.0
 #: How many applied patches can still be rolled back; older undo data is released.
 ROLLBACK_DEPTH = 16
@@ -74,6 +78,26 @@ class _PatchLog(logging.LoggerAdapter):
 
 
 # --------------------------------------------------------------------------- public
+
+_UNSET: object = object()
+
+
+def configure(*, audit_log: object = _UNSET, rollback_depth: int | None = None,
+              history_limit: int | None = None) -> None:
+    """Process-wide settings. ``audit_log``: path of an append-only JSONL file (``None`` turns it off);
+    ``rollback_depth``: how many applied patches stay rollback-able; ``history_limit``:
+    records ``history()`` keeps in memory."""
+    global ROLLBACK_DEPTH, HISTORY_LIMIT
+    if audit_log is not _UNSET:
+        configure_audit(audit_log)  # type: ignore[arg-type]
+    if rollback_depth is not None:
+        if rollback_depth < 1:
+            raise ValueError("rollback_depth must be at least 1")
+        ROLLBACK_DEPTH = rollback_depth
+    if history_limit is not None:
+        if history_limit < 1:
+            raise ValueError("history_limit must be at least 1")
+        HISTORY_LIMIT = history_limit
 
 
 def resolve_module(target: Target) -> types.ModuleType:
@@ -371,10 +395,21 @@ def _recheck_files(analyses: list[Analysis], tx: _Transaction) -> None:
 def _probation(analyses, checks, probation, expected, plog):
     """Run checks, then watch. Returns (reason, detail, exception) on failure, else None."""
     codes = set()
+    twins = []
+    use_twins = not hasattr(sys, "monitoring")
     for a in analyses:
         codes.update(iter_code_tree(a.new.code))
         codes.discard(a.new.code)  # the module body itself is never re-run
-    with ProbationWatch(codes, expected) as watch:
+        if not use_twins:
+            continue
+        flags = a.new.code.co_flags & _FUTURE_FLAGS
+        for c in a.changes:
+            if isinstance(c, ModifyFunction) and c.code_changed and not c.replace:
+                twin = instrumented_twin(c.new.node, c.scope, a.source.state.path, flags, c.new.code)
+                if twin is not None:
+                    twins.extend((f, c.new.code, twin) for f in c.live)
+    codes.update(t for _, _, t in twins)
+    with ProbationWatch(codes, expected, twins) as watch:
         for check in checks:
             name = getattr(check, "__qualname__", repr(check))
             try:

@@ -51,9 +51,7 @@ def test_migrate_hook_receives_old_namespace_and_rollback_restores(modules):
 
 def test_audit_log_records_every_step_with_patch_id(modules, tmp_path):
     log = tmp_path / "audit.jsonl"
-    from hotfix._audit import configure_audit
-
-    configure_audit(log)
+    hotfix.configure(audit_log=log)
     try:
         m = modules.create("def f():\n    return 1\n")
         modules.write(m, "def f():\n    return 2\n")
@@ -63,7 +61,7 @@ def test_audit_log_records_every_step_with_patch_id(modules, tmp_path):
             hotfix.apply(m, probation=0)
         hotfix.rollback(patch.id)
     finally:
-        configure_audit(None)
+        hotfix.configure(audit_log=None)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     mine = [r for r in records if r["patch_id"] == patch.id]
     assert [r["step"] for r in mine] == ["verified", "swapped", "applied", "rolled-back"]
@@ -119,8 +117,8 @@ def test_file_changed_underneath_during_apply_is_rejected(modules, monkeypatch):
     assert_same(before, snapshot(m))
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="probation sees caught exceptions via sys.monitoring (3.12+)")
 def test_exception_in_patched_code_during_probation_rolls_back(modules):
+    """Even an exception the worker catches fails probation (3.12+: sys.monitoring; 3.11: twins)."""
     m = modules.create("def handle(x):\n    return x\n")
     before = snapshot(m)
     modules.write(m, "def handle(x):\n    return x['key']\n")
@@ -149,7 +147,26 @@ def test_exception_in_patched_code_during_probation_rolls_back(modules):
         t.join(10)
     assert isinstance(info.value.failure, TypeError)
     assert_same(before, snapshot(m))
-    assert sys.monitoring.get_tool(4) is None and sys.monitoring.get_tool(3) is None  # nothing left behind
+    if hasattr(sys, "monitoring"):
+        assert sys.monitoring.get_tool(4) is None and sys.monitoring.get_tool(3) is None  # nothing left behind
+    assert "__hotfix_probation__" not in vars(m)
+
+
+def test_probation_leaves_the_verified_code_and_no_probe_behind(modules):
+    m = modules.create("class C:\n    def f(self):\n        return 1\n\ndef g():\n    return 1\n")
+    modules.write(m, "class C:\n    def f(self):\n        return 2\n\ndef g():\n    return 2\n")
+    seen = []
+
+    def check():
+        seen.append((m.C().f(), m.g()))
+        return True
+
+    hotfix.apply(m, checks=[check], probation=0.01)
+    assert seen == [(2, 2)]
+    analysis_codes = {c.co_qualname: c for c in __import__("verification").iter_code_tree(
+        compile(open(m.__file__).read(), m.__file__, "exec", dont_inherit=True))}
+    assert m.C.f.__code__ == analysis_codes["C.f"] and m.g.__code__ == analysis_codes["g"]
+    assert "__hotfix_probation__" not in vars(m)
 
 
 def test_expected_exceptions_do_not_fail_probation(modules):
