@@ -7,7 +7,9 @@ place (identities kept), watch a probation window, roll back by itself.
 from ._baseline import install, installed, uninstall
 from ._exceptions import HotfixError, PatchRejected, PatchRolledBack
 from ._records import Patch, Rollback, SwapEvent
+from ._signal import SignalHandle, install_signal_handler, stale_modules
 from ._transaction import apply, configure, dry_run, history, rollback
+from ._watch import Watcher, WatchEvent, watch
 
 __all__ = [
     "HotfixError",
@@ -15,13 +17,19 @@ __all__ = [
     "PatchRejected",
     "PatchRolledBack",
     "Rollback",
+    "SignalHandle",
     "SwapEvent",
+    "WatchEvent",
+    "Watcher",
     "apply",
     "configure",
     "dry_run",
     "history",
     "install",
+    "install_signal_handler",
     "installed",
     "rollback",
+    "stale_modules",
     "uninstall",
+    "watch",
 ]

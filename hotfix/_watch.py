@@ -1,0 +1,582 @@
+"""File-watch trigger: map changed files to loaded modules, debounce, dry-run or apply.
+
+Design notes.
+
+*What editors do on save.* Few editors simply rewrite the file in place
+(truncate + write: one or more ``modified`` events, then ``closed`` on
+Linux). Most save atomically: they write a temporary file next to the
+target (``.mod.py.swp``, ``mod.py~``, ``.goutputstream-XXXX``, ``4913``...)
+and rename it onto the target, which watchdog reports as a ``moved`` event
+whose ``dest_path`` is the module file (or as ``created`` when the
+temporary file lived in an unwatched directory). Others delete the target
+and create it again, or rename the old file away first (vim's backup
+mode). So every one of ``modified``, ``closed``, ``created``, ``deleted``
+and both ends of ``moved`` counts as "this module's file may have
+changed"; watchdog's ``opened``/``closed_no_write`` events are filtered
+out, which also keeps our own reads of the file from triggering us.
+
+*Why debounce.* One save is a burst of events, possibly a temporary
+state in which the file is missing or half written; a ``git checkout`` is
+a burst over many files. Acting on the first event would verify a file
+that is still being written. Each module gets a deadline, pushed back by
+every event, and acts once after ``debounce`` seconds of quiet. A single
+daemon thread waits on a condition until the earliest deadline (no
+polling loop) and runs the actions one at a time, so ``apply`` calls from
+the watcher never race each other. It acts on the file as it is then: the
+dry run hashes the content, and ``apply`` is pinned to that hash
+(``expect_sha256``), so a write racing the apply is refused and, having
+produced its own events, retried after the next quiet period.
+
+*Limits.* inotify (Linux), FSEvents and kqueue do not see changes made on
+another machine to a network filesystem (NFS, SMB, many container bind
+mounts on macOS/Windows hosts); pass ``polling=True`` there (watchdog's
+``PollingObserver`` compares directory snapshots by mtime and size, so it
+misses an edit that keeps both; the dry run itself always hashes).
+inotify watches are a per-user kernel resource (``fs.inotify.max_user_watches``,
+``max_user_instances``); ``paths=None`` watches only the directories of
+loaded modules, non-recursively, and never the standard library or
+site-packages, so the cost stays at one watch per source directory. A
+module imported later from a new directory is not covered until
+``Watcher.refresh()``. ``__main__`` cannot be patched and is not watched.
+Changes to several modules are acted on one module at a time; to patch a
+set as one unit, call ``hotfix.apply([...])`` yourself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import site
+import sys
+import sysconfig
+import threading
+import time
+import types
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from verification import UNCHANGED, Finding, Report, module_source_path
+
+from ._exceptions import PatchRejected, PatchRolledBack
+from ._transaction import DEFAULT_PROBATION, DEFAULT_TIMEOUT, apply, dry_run
+
+__all__ = ["POLICIES", "WatchEvent", "Watcher", "watch"]
+
+_log = logging.getLogger("hotfix.watch")
+
+POLICIES = ("dry-run", "apply")
+
+#: The event types that can mean "the file's content changed".
+_EVENT_FILTER = [FileModifiedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
+_SOURCE_SUFFIXES = (".py", ".pyw")
+#: hotfix's own packages: never watched unless named in ``prefixes``.
+_OWN_PACKAGES = ("hotfix", "safepoints", "verification")
+
+
+@attrs.frozen
+class WatchEvent:
+    """What the watcher did about one module after a burst of file events.
+
+    ``action`` is one of ``dry-run`` (policy dry-run, the file differs),
+    ``unchanged`` (the running code already is the disk source), ``applied``,
+    ``rejected`` (nothing changed: blocked, risky, or a precondition
+    failed), ``rolled-back`` (applied, then undone by a check or probation)
+    or ``error`` (an unexpected failure, logged with its traceback).
+    """
+
+    module: str
+    path: str
+    action: str
+    verdict: str | None = None  # the dry-run verdict, when one was made
+    patch_id: str | None = None
+    error: str | None = None  # the one-sentence message of a rejection, rollback or error
+    report: Report | None = attrs.field(default=None, repr=False, eq=False)
+    at: float = attrs.field(factory=time.time, eq=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "module": self.module,
+            "path": self.path,
+            "action": self.action,
+            "verdict": self.verdict,
+            "patch_id": self.patch_id,
+            "error": self.error,
+            "at": self.at,
+            "report": self.report.to_dict() if self.report is not None else None,
+        }
+
+
+# --------------------------------------------------------------------------- scope
+
+
+def _real(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _matches(name: str, prefixes: Sequence[str] | None) -> bool:
+    return prefixes is None or any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def system_directories() -> tuple[str, ...]:
+    """Directories never watched by default: the standard library and every site-packages."""
+    dirs: set[str] = set()
+    for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
+        paths = sysconfig.get_paths(vars=scheme_vars) if scheme_vars else sysconfig.get_paths()
+        dirs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+    try:
+        dirs.update(site.getsitepackages())
+    except AttributeError:  # some embedded/virtualenv builds lack it
+        pass
+    user = getattr(site, "getusersitepackages", None)
+    if user is not None:
+        dirs.add(user())
+    return tuple(sorted({_real(d) for d in dirs if d}))
+
+
+def _own_directories() -> tuple[str, ...]:
+    dirs = []
+    for name in _OWN_PACKAGES:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            dirs.append(_real(os.path.dirname(path)))
+    return tuple(dirs)
+
+
+@attrs.frozen
+class _Scope:
+    """Which loaded modules the watcher acts on."""
+
+    prefixes: tuple[str, ...] | None
+    roots: tuple[str, ...] | None  # explicit directories (recursive); None: every non-system module
+    files: frozenset[str]  # explicit files
+    excluded: tuple[str, ...]  # applies only when neither paths nor prefixes were given
+
+    def accepts(self, name: str, real: str) -> bool:
+        if name == "__main__" or not _matches(name, self.prefixes):
+            return False
+        if self.roots is not None:
+            return real in self.files or any(_under(real, r) for r in self.roots)
+        if self.prefixes is not None:
+            return True  # named explicitly: even in site-packages (a deployed service)
+        return not any(_under(real, d) for d in self.excluded)
+
+
+class _ModuleIndex:
+    """Source path -> loaded module names, refreshed incrementally from ``sys.modules``."""
+
+    def __init__(self, scope: _Scope) -> None:
+        self.scope = scope
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, tuple[str, ...], str | None]] = {}  # name -> (id, keys, path)
+        self._by_path: dict[str, set[str]] = {}
+
+    def refresh(self) -> None:
+        with self._lock:
+            current = list(sys.modules.items())
+            names = set()
+            for name, module in current:
+                names.add(name)
+                seen = self._seen.get(name)
+                if seen is not None and seen[0] == id(module):
+                    continue
+                if seen is not None:
+                    self._drop(name, seen[1])
+                keys, path = self._keys(name, module)
+                self._seen[name] = (id(module), keys, path)
+                for key in keys:
+                    self._by_path.setdefault(key, set()).add(name)
+            for name in [n for n in self._seen if n not in names]:
+                self._drop(name, self._seen.pop(name)[1])
+
+    def _drop(self, name: str, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            owners = self._by_path.get(key)
+            if owners is not None:
+                owners.discard(name)
+                if not owners:
+                    del self._by_path[key]
+
+    def _keys(self, name: str, module: object) -> tuple[tuple[str, ...], str | None]:
+        if not isinstance(module, types.ModuleType):
+            return (), None
+        path = module_source_path(module)
+        if isinstance(path, Finding):
+            return (), None
+        real = _real(path)
+        if not self.scope.accepts(name, real):
+            return (), None
+        return tuple({real, os.path.normcase(os.path.abspath(path))}), path
+
+    def lookup(self, path: str) -> list[tuple[str, str]]:
+        """``(module name, source path)`` for every in-scope module loaded from ``path``."""
+        candidates = (os.path.normcase(os.path.abspath(path)), _real(path))
+        with self._lock:
+            names: set[str] = set()
+            for key in candidates:
+                names.update(self._by_path.get(key, ()))
+            return sorted((n, self._seen[n][2] or path) for n in names)
+
+    def directories(self) -> set[str]:
+        with self._lock:
+            return {_real(os.path.dirname(p)) for _, _, p in self._seen.values() if p is not None}
+
+
+# --------------------------------------------------------------------------- debounce
+
+
+class _Debouncer:
+    """Per-key deadlines pushed back by every poke; one thread runs each due key once."""
+
+    def __init__(self, delay: float, action: Callable[[str, str], None]) -> None:
+        self.delay = delay
+        self._action = action
+        self._cond = threading.Condition()
+        self._due: dict[str, tuple[float, str]] = {}
+        self._stopped = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="hotfix-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self, key: str, path: str) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            self._due[key] = (time.monotonic() + self.delay, path)
+            self._cond.notify()
+
+    def pending(self) -> list[str]:
+        with self._cond:
+            return sorted(self._due)
+
+    def stop(self, timeout: float | None) -> None:
+        with self._cond:
+            self._stopped = True
+            self._due.clear()
+            self._cond.notify()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def _next(self) -> list[tuple[str, str]] | None:
+        with self._cond:
+            while True:
+                if self._stopped:
+                    return None
+                now = time.monotonic()
+                ready = sorted((t, k, p) for k, (t, p) in self._due.items() if t <= now)
+                if ready:
+                    for _, key, _ in ready:
+                        del self._due[key]
+                    return [(k, p) for _, k, p in ready]
+                timeout = min(t for t, _ in self._due.values()) - now if self._due else None
+                self._cond.wait(timeout)
+
+    def _run(self) -> None:
+        while (batch := self._next()) is not None:
+            for key, path in batch:
+                with self._cond:
+                    if self._stopped:
+                        return
+                try:
+                    self._action(key, path)
+                except BaseException:  # noqa: BLE001 - nothing may kill the watcher thread
+                    _log.exception("hotfix.watch: unexpected failure acting on %s", key)
+
+
+# --------------------------------------------------------------------------- watcher
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs in watchdog's dispatch thread: map the event to modules and poke the debouncer."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            if event.is_directory:
+                return
+            for raw in (event.src_path, event.dest_path):
+                if raw:
+                    self._watcher._file_event(os.fsdecode(raw))
+        except BaseException:  # noqa: BLE001 - never let an exception escape into watchdog
+            _log.exception("hotfix.watch: failed to handle %r", event)
+
+
+class Watcher:
+    """A running file watcher (see ``watch``). Stop it with ``stop()`` or use it as a context manager."""
+
+    def __init__(
+        self,
+        index: _ModuleIndex,
+        *,
+        explicit_paths: bool,
+        policy: str,
+        debounce: float,
+        allow_risky: bool,
+        probation: float,
+        timeout: float,
+        checks: Sequence[Callable[[], object]],
+        on_event: Callable[[WatchEvent], object] | None,
+        polling: bool,
+    ) -> None:
+        self.policy = policy
+        self.debounce = debounce
+        self.allow_risky = allow_risky
+        self.probation = probation
+        self.timeout = timeout
+        self.checks = tuple(checks)
+        self.on_event = on_event
+        self._index = index
+        self._explicit = explicit_paths
+        self._lock = threading.Lock()
+        self._watched: dict[str, bool] = {}  # directory -> recursive
+        self._stopped = False
+        self._debouncer = _Debouncer(debounce, self._act)
+        self._handler = _Handler(self)
+        if polling:
+            from watchdog.observers.polling import PollingObserver
+
+            self._observer: Any = PollingObserver(timeout=max(min(debounce, 1.0), 0.05))
+        else:
+            from watchdog.observers import Observer
+
+            self._observer = Observer()
+
+    # -- lifecycle
+
+    def _start(self, directories: Iterable[tuple[str, bool]]) -> None:
+        self._debouncer.start()
+        try:
+            for directory, recursive in directories:
+                self._schedule(directory, recursive)
+            self._observer.start()
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, OSError):
+                raise OSError(
+                    exc.errno,
+                    f"hotfix.watch could not watch {len(self._watched)} directories: {exc.strerror or exc};"
+                    " on Linux raise fs.inotify.max_user_watches / max_user_instances, watch fewer paths,"
+                    " or pass polling=True",
+                ) from exc
+            raise
+
+    def _schedule(self, directory: str, recursive: bool) -> None:
+        with self._lock:
+            if self._watched.get(directory) is not None and (self._watched[directory] or not recursive):
+                return
+            self._watched[directory] = recursive
+        self._observer.schedule(self._handler, directory, recursive=recursive, event_filter=_EVENT_FILTER)
+
+    @property
+    def directories(self) -> tuple[str, ...]:
+        """The directories being watched (real paths)."""
+        with self._lock:
+            return tuple(sorted(self._watched))
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped and self._debouncer.thread.is_alive()
+
+    def pending(self) -> list[str]:
+        """Modules with a change waiting for its quiet period."""
+        return self._debouncer.pending()
+
+    def refresh(self) -> list[str]:
+        """Pick up modules imported since the watcher started; returns newly watched directories.
+
+        With explicit ``paths`` the watched directories never change; only the
+        module index is refreshed.
+        """
+        self._index.refresh()
+        if self._explicit or self._stopped:
+            return []
+        added = []
+        for directory in sorted(self._index.directories()):
+            if directory not in self._watched and os.path.isdir(directory):
+                self._schedule(directory, False)
+                added.append(directory)
+        return added
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop watching. Changes still waiting for their quiet period are dropped.
+
+        Waits (up to ``timeout``) for an action in progress, such as an apply
+        in its probation window, to finish. Idempotent.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            if self._observer.is_alive():
+                self._observer.stop()
+                if threading.current_thread() is not self._observer:
+                    self._observer.join(timeout)
+        finally:
+            self._debouncer.stop(timeout)
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<hotfix.Watcher {state} policy={self.policy} directories={len(self._watched)}>"
+
+    # -- events (watchdog's thread)
+
+    def _file_event(self, path: str) -> None:
+        if self._stopped or not path.endswith(_SOURCE_SUFFIXES):
+            return
+        hits = self._index.lookup(path)
+        if not hits:
+            self._index.refresh()  # a module imported after the watcher started
+            hits = self._index.lookup(path)
+        for name, _source in hits:
+            self._debouncer.poke(name, _source)
+
+    # -- actions (the debounce thread)
+
+    def _act(self, name: str, path: str) -> None:
+        module = sys.modules.get(name)
+        if module is None:
+            _log.debug("%s changed on disk but is no longer loaded", name)
+            return
+        try:
+            report = dry_run(module)
+        except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
+            _log.exception("dry run of %s failed", name)
+            self._emit(WatchEvent(name, path, "error", error=f"{type(exc).__name__}: {exc}"))
+            return
+        if self.policy == "dry-run" or report.verdict == UNCHANGED:
+            self._emit_report(name, path, report)
+            return
+        pin = report.source.disk.sha256 if report.source.disk is not None else None
+        try:
+            patch = apply(module, checks=self.checks, probation=self.probation, timeout=self.timeout,
+                          allow_risky=self.allow_risky, expect_sha256=pin)
+        except PatchRolledBack as exc:
+            _log.warning("%s was applied and rolled back: %s", name, exc.message)
+            event = WatchEvent(name, path, "rolled-back", report.verdict, exc.details.get("patch_id"),
+                               exc.message, _single(exc.report, report))
+        except PatchRejected as exc:
+            _log.warning("%s was not applied: %s", name, exc.message)
+            event = WatchEvent(name, path, "rejected", report.verdict, None, exc.message,
+                               _single(exc.report, report))
+        except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
+            _log.exception("applying %s failed unexpectedly", name)
+            event = WatchEvent(name, path, "error", report.verdict, None, f"{type(exc).__name__}: {exc}", report)
+        else:
+            _log.info("%s %s as %s (verdict %s)", name, patch.status, patch.id, report.verdict)
+            event = WatchEvent(name, path, patch.status, report.verdict, patch.id, None, report)
+        self._emit(event)
+
+    def _emit_report(self, name: str, path: str, report: Report) -> None:
+        if report.verdict == UNCHANGED:
+            _log.debug("%s: file event, content unchanged", name)
+            action = "unchanged"
+        else:
+            level = logging.WARNING if report.verdict in ("risky", "blocked") else logging.INFO
+            _log.log(level, "dry run after a change on disk:\n%s", report)
+            action = "dry-run"
+        self._emit(WatchEvent(name, path, action, report.verdict, None, None, report))
+
+    def _emit(self, event: WatchEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:  # noqa: BLE001 - a broken callback must not stop the watcher
+            _log.exception("hotfix.watch: on_event callback raised for %s", event.module)
+
+
+def _single(report: Any, fallback: Report) -> Report:
+    return report if isinstance(report, Report) else fallback
+
+
+def watch(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
+    *,
+    policy: str = "dry-run",
+    debounce: float = 0.3,
+    allow_risky: bool = False,
+    probation: float = DEFAULT_PROBATION,
+    timeout: float = DEFAULT_TIMEOUT,
+    checks: Iterable[Callable[[], object]] = (),
+    on_event: Callable[[WatchEvent], object] | None = None,
+    prefixes: str | Iterable[str] | None = None,
+    polling: bool = False,
+) -> Watcher:
+    """Watch source files of loaded modules; dry-run (or apply) each changed module.
+
+    ``paths``: directories (watched recursively) or files. ``None`` watches
+    the directory of every loaded source module in scope, non-recursively;
+    without ``prefixes`` that excludes the standard library, site-packages
+    (see ``system_directories()``) and hotfix's own packages. ``prefixes``
+    restricts the modules to those dotted-name prefixes (and then includes
+    them wherever they are installed).
+
+    ``policy="dry-run"`` logs the report (logger ``hotfix.watch``);
+    ``policy="apply"`` calls ``hotfix.apply`` (with ``checks``,
+    ``probation``, ``timeout``, ``allow_risky``, pinned to the content the
+    dry run saw). Each outcome is passed to ``on_event`` as a ``WatchEvent``,
+    in the watcher's thread; exceptions never escape that thread.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    if debounce < 0:
+        raise ValueError("debounce must be >= 0 seconds")
+    prefix_tuple = (prefixes,) if isinstance(prefixes, str) else (tuple(prefixes) if prefixes is not None else None)
+    explicit = paths is not None
+    directories: list[tuple[str, bool]] = []
+    roots: list[str] = []
+    files: set[str] = set()
+    if explicit:
+        items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        for item in items:
+            real = _real(os.fspath(item))
+            if os.path.isdir(real):
+                roots.append(real)
+                directories.append((real, True))
+            elif os.path.isfile(real):
+                files.add(real)
+                directories.append((os.path.dirname(real), False))
+            else:
+                raise FileNotFoundError(f"hotfix.watch: {os.fspath(item)} is neither a file nor a directory")
+    excluded = () if explicit or prefix_tuple is not None else system_directories() + _own_directories()
+    scope = _Scope(prefix_tuple, tuple(roots) if explicit else None, frozenset(files), excluded)
+    index = _ModuleIndex(scope)
+    index.refresh()
+    if not explicit:
+        directories = [(d, False) for d in sorted(index.directories()) if os.path.isdir(d)]
+    watcher = Watcher(index, explicit_paths=explicit, policy=policy, debounce=debounce,
+                      allow_risky=allow_risky, probation=probation, timeout=timeout,
+                      checks=list(checks), on_event=on_event, polling=polling)
+    watcher._start(directories)
+    _log.info("watching %d directories (policy %s, debounce %.2fs)", len(watcher.directories), policy, debounce)
+    return watcher
