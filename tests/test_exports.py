@@ -1,0 +1,47 @@
+"""Pin the public surface of each package (like trio's test_exports)."""
+
+from __future__ import annotations
+
+import hotfix
+import safepoints
+import verification
+
+PUBLIC = {
+    hotfix: {
+        "HotfixError", "Patch", "PatchRejected", "PatchRolledBack", "Rollback", "SignalHandle", "SwapEvent",
+        "WatchEvent", "Watcher", "apply", "configure", "dry_run", "history", "install", "install_signal_handler",
+        "installed", "rollback", "stale_modules", "uninstall", "watch",
+    },
+    safepoints: {
+        "PauseInfo", "PauseTimeout", "Statistics", "WorkerInfo", "asyncio_worker", "checkpoint", "critical",
+        "current_pause_holder", "idle", "pause", "statistics", "worker",
+    },
+    verification: {
+        "AddDefinition", "Analysis", "BLOCKED", "Baseline", "Dependent", "FileState", "Finding", "Impact",
+        "ModifyFunction", "ModuleModel", "REASONS", "RISKY", "RemoveName", "Report", "RetargetClosure",
+        "RunStatement", "SAFE", "SCHEMA_VERSION", "SourceFile", "SourceProblem", "SourceSection", "ThreadImpact",
+        "UNCHANGED", "VERDICTS", "analyze", "build_model", "compare_files", "iter_code_tree",
+        "module_source_path", "read_source", "same_semantics", "sha256_hex", "strip_lines",
+    },
+}
+
+
+def test_public_names_are_pinned():
+    for package, names in PUBLIC.items():
+        assert set(package.__all__) == names, package.__name__
+        for name in names:
+            assert hasattr(package, name), (package.__name__, name)
+
+
+def test_no_private_module_leaks_a_public_name():
+    for package in PUBLIC:
+        public = {n for n in dir(package) if not n.startswith("_")}
+        submodules = {n for n in public if type(getattr(package, n)).__name__ == "module"}
+        assert public - submodules - set(package.__all__) == set(), package.__name__
+
+
+def test_exceptions_derive_from_hotfix_error_and_document_themselves():
+    for exc in (hotfix.PatchRejected, hotfix.PatchRolledBack):
+        assert issubclass(exc, hotfix.HotfixError)
+        assert "Raised" in exc.__doc__
+    assert "raised" in safepoints.PauseTimeout.__doc__.lower()
