@@ -68,9 +68,14 @@ threads not started by ``threading``, by their ident disappearing from
 ``sys._current_frames()``) and dropped: at the start of every pause, in
 ``statistics()``, and every ``_POLL`` seconds while a pause waits.
 
+A pause whose holder thread exits without ending it is released by the
+parked threads and waiting pausers, which check every ``_HOLDER_CHECK``
+seconds.
+
 A pause from a worker itself works: the pause holder is never waited for.
 A worker blocked in ``pause()`` waiting for another thread's pause counts as
-parked, so two workers pausing at once cannot deadlock each other.
+parked (unless it is inside ``critical()``), so two workers pausing at once
+cannot deadlock each other.
 
 asyncio: an event loop thread registers with ``asyncio_worker()`` (see
 ``_asyncio.py``); when a pause starts, the pauser schedules ``checkpoint``
@@ -110,6 +115,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import threading
 import time
 from contextlib import AbstractContextManager
@@ -146,10 +152,13 @@ _free = threading.Condition(_lock)  # would-be pausers wait here for the holder 
 _workers: dict[int, _Worker] = {}
 _holder: int | None = None  # ident of the thread holding (or acquiring) the pause
 _holder_depth = 0
+_holder_thread: threading.Thread | None = None  # to notice a holder that died holding the pause
 _late: set[int] = set()  # idents the pauser is waiting for; emptied -> notify _progress
 
 #: While a pause waits, how often it re-checks for workers whose thread died.
 _POLL = 0.01
+#: How often parked threads and waiting pausers check that the pause holder is alive.
+_HOLDER_CHECK = 0.5
 
 _pauses = 0
 _pause_timeouts = 0
@@ -157,6 +166,7 @@ _last_stall: float | None = None
 _max_stall: float | None = None
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_STDLIB_DIRS = tuple({os.path.join(sysconfig.get_paths()[k], "") for k in ("stdlib", "platstdlib")})
 _DummyThread: type | None = getattr(threading, "_DummyThread", None)
 
 
@@ -232,7 +242,8 @@ def _park_locked(w: _Worker) -> None:
     _acknowledge_locked(w.ident)
     try:
         while _pending:
-            _resume.wait()
+            if not _resume.wait(_HOLDER_CHECK):
+                _drop_dead_holder_locked()
     finally:
         w.parked = False
 
@@ -485,7 +496,7 @@ def pause(timeout: float = 1.0) -> AbstractContextManager[PauseInfo]:
 
 
 def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
-    global _pending, _holder, _holder_depth, _pause_timeouts
+    global _pending, _holder, _holder_depth, _holder_thread, _pause_timeouts
     t0 = _now()
     deadline = t0 + timeout
     with _lock:
@@ -498,6 +509,7 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
             _wait_for_holder_locked(ident, deadline, timeout)
         _holder = ident
         _holder_depth = 1
+        _holder_thread = threading.current_thread()
         _pending = True
         requested = _now()
         try:
@@ -513,11 +525,15 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
 def _wait_for_holder_locked(ident: int, deadline: float, timeout: float) -> None:
     global _pause_timeouts
     me = _workers.get(ident)
+    if me is not None and me.critical:
+        me = None  # inside critical() it is not at a safepoint: one of the pauses will time out
     if me is not None:  # a worker waiting for a pause is at a safepoint
         me.parked = True
         _acknowledge_locked(ident)
     try:
         while _holder is not None:
+            if _drop_dead_holder_locked():
+                break
             remaining = deadline - _now()
             if remaining <= 0:
                 _pause_timeouts += 1
@@ -528,7 +544,7 @@ def _wait_for_holder_locked(ident: int, deadline: float, timeout: float) -> None
                     "retry later or use a longer timeout.",
                     holder=holder,
                 )
-            _free.wait(remaining)
+            _free.wait(min(remaining, _HOLDER_CHECK))
     finally:
         if me is not None:
             me.parked = False
@@ -555,9 +571,12 @@ def _wait_for_workers_locked(ident: int, deadline: float, timeout: float) -> int
         remaining = deadline - _now()
         if remaining <= 0:
             frames = sys._current_frames()
-            infos = tuple(_info(w, frames) for w in late)
-            del frames
-            raise PauseTimeout(_timeout_message(infos, timeout), late=infos)
+            try:
+                infos = tuple(_info(w, frames) for w in late)
+                callers = [_caller_where(frames.get(w.ident)) for w in late]
+            finally:
+                del frames
+            raise PauseTimeout(_timeout_message(infos, callers, timeout), late=infos)
         _progress.wait(min(remaining, _POLL))
 
 
@@ -581,10 +600,11 @@ def _release(ident: int, info: PauseInfo, started: float) -> None:
 
 
 def _release_locked() -> None:
-    global _pending, _holder, _holder_depth
+    global _pending, _holder, _holder_depth, _holder_thread
     _pending = False
     _holder = None
     _holder_depth = 0
+    _holder_thread = None
     _late.clear()
     _resume.notify_all()
     _free.notify_all()
@@ -602,43 +622,66 @@ def current_pause_holder() -> int | None:
 # --------------------------------------------------------------------------- introspection
 
 
+def _is_alive(thread: threading.Thread, ident: int) -> bool:
+    if _DummyThread is not None and isinstance(thread, _DummyThread):
+        # not started by threading: is_alive() cannot tell; ask the interpreter
+        return ident in sys._current_frames()
+    return thread.is_alive()
+
+
+def _drop_dead_holder_locked() -> bool:
+    """Release a pause whose holder thread exited without ending it; True if it did."""
+    thread, holder = _holder_thread, _holder
+    if thread is None or holder is None or _is_alive(thread, holder):
+        return False
+    _release_locked()
+    return True
+
+
 def _reap_locked() -> None:
     """Drop workers whose thread has exited without leaving its ``worker()`` block."""
-    frames: dict[int, FrameType] | None = None
-    dead = []
-    for ident, w in _workers.items():
-        thread = w.thread
-        if _DummyThread is not None and isinstance(thread, _DummyThread):
-            # not started by threading: is_alive() cannot tell; ask the interpreter
-            if frames is None:
-                frames = sys._current_frames()
-            alive = ident in frames
-        else:
-            alive = thread.is_alive()
-        if not alive:
-            dead.append(ident)
+    dead = [ident for ident, w in _workers.items() if not _is_alive(w.thread, ident)]
     for ident in dead:
         del _workers[ident]
         _acknowledge_locked(ident)
 
 
-def _where(frame: FrameType | None) -> str | None:
-    """``file:line in func`` of the innermost frame outside this package."""
+def _outside_package(frame: FrameType | None) -> list[FrameType]:
+    """The stack, innermost first, from the innermost frame outside this package."""
     stack = []
     while frame is not None:
         stack.append(frame)
         frame = frame.f_back
-    if not stack:
-        return None
-    pick = stack[0]
-    for i in range(len(stack) - 1, -1, -1):  # outermost safepoints frame, then its caller
+    for i in range(len(stack) - 1, -1, -1):  # outermost safepoints frame: start at its caller
         if os.path.dirname(stack[i].f_code.co_filename) == _PACKAGE_DIR:
-            if i + 1 < len(stack):
-                pick = stack[i + 1]
-            break
-    code = pick.f_code
+            return stack[i + 1 :]
+    return stack
+
+
+def _describe(frame: FrameType) -> str:
+    code = frame.f_code
     name = getattr(code, "co_qualname", code.co_name)
-    return f"{code.co_filename}:{pick.f_lineno} in {name}"
+    return f"{code.co_filename}:{frame.f_lineno} in {name}"
+
+
+def _is_stdlib(filename: str) -> bool:
+    if "site-packages" in filename or "dist-packages" in filename:
+        return False
+    return filename.startswith(_STDLIB_DIRS) or filename.startswith("<frozen ")
+
+
+def _where(frame: FrameType | None) -> str | None:
+    """``file:line in func`` of the innermost frame outside this package."""
+    stack = _outside_package(frame)
+    return _describe(stack[0]) if stack else None
+
+
+def _caller_where(frame: FrameType | None) -> str | None:
+    """Like ``_where`` but skipping standard-library frames (``Event.wait`` and the like)."""
+    for f in _outside_package(frame):
+        if not _is_stdlib(f.f_code.co_filename):
+            return _describe(f)
+    return None
 
 
 def _info(w: _Worker, frames: dict[int, FrameType]) -> WorkerInfo:
@@ -661,16 +704,22 @@ def _thread_label(ident: int | None) -> str:
     return f"thread {ident}"
 
 
-def _timeout_message(late: tuple[WorkerInfo, ...], timeout: float) -> str:
-    parts = [
-        f"{i.name!r} (thread {i.thread_id}, native {i.native_id}) {i.state} at "
-        f"{i.where or '<no Python frame>'}"
-        for i in late
-    ]
+def _timeout_message(
+    late: tuple[WorkerInfo, ...], callers: list[str | None], timeout: float
+) -> str:
+    parts = []
+    for info, caller in zip(late, callers, strict=True):
+        part = (
+            f"{info.name!r} (thread {info.thread_id}, native {info.native_id}) {info.state} "
+            f"at {info.where or '<no Python frame>'}"
+        )
+        if caller is not None and caller != info.where:
+            part += f" (called from {caller})"
+        parts.append(part)
     return (
         f"safepoints.pause() timed out after {timeout:g}s: {len(late)} worker thread(s) did "
-        f"not reach a safepoint: {'; '.join(parts)}. Every worker was released and nothing "
-        "was held; make these threads call safepoints.checkpoint() more often, wrap their "
+        f"not reach a safepoint: {'; '.join(parts)}. The pause was abandoned and every worker "
+        "released; make these threads call safepoints.checkpoint() more often, wrap their "
         "blocking waits in safepoints.idle(), keep critical() blocks short, or retry with a "
         "longer timeout."
     )

@@ -413,6 +413,45 @@ def test_two_workers_pausing_at_once_do_not_deadlock(threads: Threads) -> None:
     assert sorted(results) == ["p1", "p2"]
 
 
+def test_worker_in_critical_waiting_for_a_pause_is_not_parked(threads: Threads) -> None:
+    ready = threading.Event()
+    got = threading.Event()
+
+    def work() -> None:
+        with safepoints.worker("crit-pauser"), safepoints.critical():
+            ready.set()
+            wait_until(pause_pending, "the main pause is requested")
+            with safepoints.pause(timeout=T):  # waits for the main pause to give up
+                got.set()
+
+    threads.start(work)
+    assert ready.wait(T)
+    with pytest.raises(PauseTimeout) as ei, safepoints.pause(timeout=0.3):
+        pass
+    assert [w.name for w in ei.value.late] == ["crit-pauser"]
+    assert got.wait(T)
+
+
+def test_pause_holder_dying_releases_the_pause(threads: Threads) -> None:
+    b = Busy(threads, "busy")
+    assert b.started.wait(T)
+    kept: list[object] = []
+
+    def holder() -> None:
+        cm = safepoints.pause(timeout=T)
+        cm.__enter__()  # never exited: the thread ends holding the pause
+        kept.append(cm)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    t.join(T)
+    assert not t.is_alive()
+    b.wait_progress()  # the parked worker noticed the dead holder and resumed
+    assert safepoints.current_pause_holder() is None
+    with safepoints.pause(timeout=T) as info:
+        assert info.workers == 1
+
+
 # --------------------------------------------------------------------------- reentrancy
 
 
