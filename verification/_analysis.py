@@ -41,6 +41,7 @@ from ._model import (
     Scope,
     Statement,
     build_model,
+    cached_model,
     iter_code_tree,
     same_semantics,
 )
@@ -164,7 +165,7 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
     old = None
     if baseline is not None:
         try:
-            old = build_model(baseline.text, path)
+            old = cached_model(baseline.text, path, baseline.state.sha256)
         except (SyntaxError, ValueError):  # the running source always compiled; be safe anyway
             old = None
     differ = _Differ(module, old, new)
@@ -331,6 +332,12 @@ class _Differ:
             return
         old_code = old.code if old is not None else live[0].__code__
         live = live or []
+        if old is not None and self.old_model.segment(old.node) == self.new_model.segment(new.node):
+            # Same text: same code, defaults, decorators. At most the lines moved.
+            if any(f.__code__ != new.code for f in live) or (self.offline and old.code != new.code):
+                self.add("line-shift", q, f"{q} moved from line {old_code.co_firstlineno} to {new.code.co_firstlineno}")
+                self.changes.append(ModifyFunction(prefix, new, old, tuple(live), True, False, False, False, False))
+            return
         code_changed = any(f.__code__ != new.code for f in live) or old_code != new.code
         semantic = not same_semantics(old_code, new.code)
         replace = False
@@ -386,8 +393,8 @@ class _Differ:
     def describe(self, old: FunctionDef | None, new: FunctionDef, old_code: types.CodeType) -> str:
         parts = []
         if old is not None:
-            a = (ast.get_source_segment(self.old_model.text, old.node) or "").splitlines()
-            b = (ast.get_source_segment(self.new_model.text, new.node) or "").splitlines()
+            a = self.old_model.segment(old.node).splitlines()
+            b = self.new_model.segment(new.node).splitlines()
             diff = list(difflib.unified_diff(a, b, "running", "disk", n=1, lineterm=""))[2:]
             parts.extend(diff[:40])
             if len(diff) > 40:

@@ -80,6 +80,11 @@ class ModuleModel:
     tree: ast.Module = attrs.field(repr=False)
     code: types.CodeType = attrs.field(repr=False)
     scope: Scope = attrs.field(repr=False)
+    lines: list[str] = attrs.field(repr=False, factory=list)
+
+    def segment(self, node: ast.AST) -> str:
+        """Source text of a definition, decorators included (cheap: no re-splitting)."""
+        return "".join(self.lines[first_line(node) - 1 : node.end_lineno])
 
     @property
     def future_annotations(self) -> bool:
@@ -105,7 +110,24 @@ def build_model(text: str, path: str) -> ModuleModel:
     for c in iter_code_tree(code):
         codes.setdefault((c.co_qualname, c.co_firstlineno), c)
     scope = _build_scope(tree.body, "", codes)
-    return ModuleModel(path=path, text=text, tree=tree, code=code, scope=scope)
+    return ModuleModel(path=path, text=text, tree=tree, code=code, scope=scope,
+                       lines=text.splitlines(keepends=True))
+
+
+_cache: dict[tuple[str, str], ModuleModel] = {}
+_CACHE_SIZE = 32
+
+
+def cached_model(text: str, path: str, sha256: str) -> ModuleModel:
+    """``build_model`` for a version that does not change (a baseline), memoised by content."""
+    key = (path, sha256)
+    model = _cache.pop(key, None)
+    if model is None:
+        model = build_model(text, path)
+    _cache[key] = model  # most recently used last
+    while len(_cache) > _CACHE_SIZE:
+        del _cache[next(iter(_cache))]
+    return model
 
 
 def iter_code_tree(code: types.CodeType) -> Iterator[types.CodeType]:
