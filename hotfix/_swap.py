@@ -324,16 +324,24 @@ class Swapper:
         self.event("migrate", "__hotfix_migrate__")
 
     def refresh_linecache(self) -> None:
+        """``linecache`` shows the *running* source: tracebacks and ``inspect`` stay right.
+
+        Entries get ``mtime=None`` so ``linecache.checkcache`` never swaps in
+        a newer disk file the process is not running. Rollback puts back the
+        old running source (the baseline text) or the previous entry.
+        """
         state = self.a.source.state
-        lines = self.a.source.text.splitlines(keepends=True)
-        old = linecache.cache.get(self.path, _MISSING)
-        entry = (state.size, state.mtime_ns / 1e9, lines, self.path)
+        entry = (state.size, None, self.a.source.text.splitlines(keepends=True), self.path)
+        previous = linecache.cache.get(self.path, _MISSING)
+        base = get_baseline(self.name)
+        if base is not None:
+            previous = (base.state.size, None, base.text.splitlines(keepends=True), self.path)
 
         def undo() -> None:
-            if old is _MISSING:
+            if previous is _MISSING:
                 linecache.cache.pop(self.path, None)
             else:
-                linecache.cache[self.path] = old
+                linecache.cache[self.path] = previous
 
         self.undo.call(functools.partial(linecache.cache.__setitem__, self.path, entry), undo)
 

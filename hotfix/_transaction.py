@@ -317,7 +317,7 @@ class _Transaction:
         finished = time.time()
         patch = attrs.evolve(patch, finished_at=finished, probation_seconds=finished - applied_at)
         if failure is not None:
-            reason, detail, exc = failure
+            reason, detail, exc, formatted = failure
             rb_stall = _automatic_undo(undo, max(timeout, 1.0), self.log)
             _record(patch)
             _record(Rollback(self.id, self.names, reason, detail, rb_stall, time.time()))
@@ -325,7 +325,7 @@ class _Transaction:
             self.log.warning("rolled back: %s", detail)
             raise PatchRolledBack(
                 f"{who} was patched and rolled back: {detail}; the previous code is running, fix the source and apply again.",
-                self.report, failure=exc, patch_id=self.id, reason=reason)
+                self.report, failure=exc, patch_id=self.id, reason=reason, traceback=formatted)
         _record(patch)
         with _state_lock:
             _applied.append(_Applied(patch, undo))
@@ -393,7 +393,7 @@ def _recheck_files(analyses: list[Analysis], tx: _Transaction) -> None:
 
 
 def _probation(analyses, checks, probation, expected, plog):
-    """Run checks, then watch. Returns (reason, detail, exception) on failure, else None."""
+    """Run checks, then watch. Returns (reason, detail, exception, traceback text) on failure, else None."""
     codes = set()
     twins = []
     use_twins = not hasattr(sys, "monitoring")
@@ -415,14 +415,21 @@ def _probation(analyses, checks, probation, expected, plog):
             try:
                 ok = check()
             except Exception as exc:  # noqa: BLE001 - a failing check is the signal we want
-                return "check-failed", f"check {name} raised {type(exc).__name__}: {exc}", exc
+                return "check-failed", f"check {name} raised {type(exc).__name__}: {exc}", exc, _format(exc)
             if ok is False:
-                return "check-failed", f"check {name} returned False", None
+                return "check-failed", f"check {name} returned False", None, None
         if not watch.wait(probation) or watch.failed.is_set():
             exc = watch.failure
-            return "probation-failed", f"{type(exc).__name__}: {exc} escaped {watch.where} during probation", exc
+            return ("probation-failed", f"{type(exc).__name__}: {exc} escaped {watch.where} during probation", exc,
+                    watch.formatted)
     plog.debug("probation passed (%s, %.1fs)", watch.mechanism, probation)
     return None
+
+
+def _format(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
 
 
 def _undo_under_pause(undo: UndoLog, timeout: float) -> float:

@@ -27,8 +27,8 @@ EXPECTED = {
     "exception-handling-changed": "f",
     "closure-changed": "B.f",
     "decorators-changed": "f",
-    "statement-with-call": None,
-    "state-reset": None,
+    "statement-with-call": "HOME",
+    "state-reset": "cache",
     "init-changed-live-instances": "C.__init__",
     "body-changed": "f",
     "defaults-changed": "f",
@@ -39,9 +39,9 @@ EXPECTED = {
     "function-removed": "g",
     "class-added": "K",
     "class-removed": "K",
-    "statement-added": None,
+    "statement-added": "LIMIT",
     "statement-removed": "OTHER",
-    "import-changed": None,
+    "import-changed": "json",
     "source-only": None,
 }
 

@@ -146,6 +146,7 @@ def test_exception_in_patched_code_during_probation_rolls_back(modules):
         stop.set()
         t.join(10)
     assert isinstance(info.value.failure, TypeError)
+    assert "x['key']" in info.value.details["traceback"]  # the traceback shows the new (disk) source line
     assert_same(before, snapshot(m))
     if hasattr(sys, "monitoring"):
         assert sys.monitoring.get_tool(4) is None and sys.monitoring.get_tool(3) is None  # nothing left behind
@@ -220,3 +221,20 @@ def test_apply_rollback_cycles_do_not_grow_memory(modules):
         tracemalloc.stop()
     # history keeps slim records; everything else is released (benchmarks/ measures 1,000 cycles)
     assert grown < 256 * 1024, grown
+
+
+def test_tracebacks_and_getsource_match_the_disk_after_a_patch(modules):
+    import inspect
+    import traceback
+
+    m = modules.create("def f():\n    return 1\n")
+    modules.write(m, "# a comment moves everything down\n\ndef f():\n    x = 0\n    return 1 // x\n")
+    hotfix.apply(m, probation=0)
+    assert inspect.getsource(m.f) == "def f():\n    x = 0\n    return 1 // x\n"
+    try:
+        m.f()
+    except ZeroDivisionError as exc:
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+    assert (last.lineno, last.line) == (5, "return 1 // x")
+    hotfix.rollback()
+    assert inspect.getsource(m.f) == "def f():\n    return 1\n"  # linecache restored with the old code

@@ -489,17 +489,19 @@ class _Differ:
         where = f"{prefix or 'module '}line {s.node.lineno}"
         text = ast.unparse(s.node)
         short = text if len(text) <= 80 else text[:77] + "..."
+        names = ", ".join(prefix + n for n in sorted(s.names)) or None
         if s.is_docstring:
             self.add("docstring-changed", prefix.rstrip(".") or None, f"{prefix.rstrip('.') or 'module'} docstring changed")
         elif s.is_import:
-            self.add("import-changed", None, f"{where}: `{short}` will run")
+            self.add("import-changed", names, f"{where}: `{short}` will run")
         elif s.has_call:
-            self.add("statement-with-call", None, f"{where}: `{short}` calls code when re-run")
+            self.add("statement-with-call", names, f"{where}: `{short}` calls code when re-run")
         else:
-            self.add("statement-added", None, f"{where}: `{short}` will run")
+            self.add("statement-added", names, f"{where}: `{short}` will run")
         stateful = sorted(n for n in s.names if n in namespace and _holds_state(namespace[n])) if not self.offline else []
         if stateful and not s.is_docstring:
-            self.add("state-reset", None, f"{where} re-binds {', '.join(stateful)}, which hold live state that will be replaced")
+            self.add("state-reset", ", ".join(prefix + n for n in stateful),
+                     f"{where} re-binds {', '.join(stateful)}, which hold live state that will be replaced")
         self.changes.append(RunStatement(prefix, s))
 
 

@@ -1,0 +1,219 @@
+"""Tokens, token files, Host allowlists and peer credentials.
+
+The bearer token comes from, in order: the ``token`` argument, the
+``HOTFIX_TOKEN`` environment variable, or it is generated
+(``secrets.token_urlsafe(32)``) and written to a 0600 file: ``token_file``
+if given, else ``$XDG_RUNTIME_DIR/hotfix/hotfix-<pid>.token``, else
+``<tempdir>/hotfix-<uid>/hotfix-<pid>.token`` (a 0700 directory that must
+belong to the current user). The token is compared with
+``hmac.compare_digest`` and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+import socket
+import stat
+import struct
+import tempfile
+from collections.abc import Iterable
+
+#: Environment variable holding the token (server and CLI).
+TOKEN_ENV = "HOTFIX_TOKEN"
+#: Tokens shorter than this are refused: they could be guessed.
+MIN_TOKEN_LENGTH = 16
+#: Name of the shared token file in a rollout socket directory.
+SHARED_TOKEN_NAME = "token"
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+class TokenSource:
+    """Where a token came from: ``argument``, ``environment``, ``file`` or ``generated``."""
+
+    ARGUMENT = "argument"
+    ENVIRONMENT = "environment"
+    FILE = "file"
+    GENERATED = "generated"
+
+
+def check_token_strength(token: str) -> str:
+    if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the hotfix token must be a string of at least {MIN_TOKEN_LENGTH} characters")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise ValueError("the hotfix token must not contain whitespace or control characters")
+    return token
+
+
+def runtime_dir() -> str:
+    """A private (0700, owned by us) directory for token files."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        base = os.path.join(xdg, "hotfix")
+    else:
+        base = os.path.join(tempfile.gettempdir(), f"hotfix-{os.getuid()}")
+    ensure_private_dir(base)
+    return base
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create ``path`` as 0700, or check that an existing one is ours and private."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermissionError(f"{path} exists and is not a directory; refusing to write a token there")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to us; refusing to write a token there")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def default_token_file() -> str:
+    return os.path.join(runtime_dir(), f"hotfix-{os.getpid()}.token")
+
+
+def write_private_file(path: str, text: str) -> None:
+    """Atomically replace ``path`` with a 0600 file holding ``text``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".hotfix-token-", dir=directory)  # mkstemp creates 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(text + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_token_file(path: str) -> str:
+    with open(path, encoding="ascii") as fh:
+        return fh.read().strip()
+
+
+def shared_token(directory: str) -> tuple[str, str]:
+    """The token every process serving in ``directory`` shares: ``(token, path)``.
+
+    The first process creates ``directory/token`` (0600) atomically with a
+    hard link, so concurrent workers agree on one token without a race.
+    """
+    path = os.path.join(directory, SHARED_TOKEN_NAME)
+    try:
+        return check_token_strength(read_token_file(path)), path
+    except FileNotFoundError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=".hotfix-token-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)  # fails if another process won the race: use theirs
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return check_token_strength(read_token_file(path)), path
+
+
+def resolve_token(token: str | None, token_file: str | os.PathLike | None) -> tuple[str, str, str | None]:
+    """``(token, source, written_file)``. ``written_file`` is set only when we generated it."""
+    if token is not None:
+        return check_token_strength(token), TokenSource.ARGUMENT, None
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return check_token_strength(env.strip()), TokenSource.ENVIRONMENT, None
+    generated = secrets.token_urlsafe(32)
+    path = os.fspath(token_file) if token_file is not None else default_token_file()
+    write_private_file(path, generated)
+    return generated, TokenSource.GENERATED, path
+
+
+def token_matches(expected: str, authorization: str | None) -> bool:
+    """Constant-time check of an ``Authorization: Bearer <token>`` header."""
+    if not authorization:
+        return False
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- network
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HostAllowlist:
+    """Host header values accepted: each name bare or with the right port.
+
+    ``port=None`` (mounted apps): any port. Blocks DNS rebinding: a browser
+    tricked into calling 127.0.0.1 still sends the attacker's host name.
+    """
+
+    def __init__(self, names: Iterable[str], port: int | None) -> None:
+        self.port = port
+        self.names = frozenset(_bracket(n.lower()) for n in names)
+
+    def allows(self, header: str | None) -> bool:
+        if not header:
+            return False
+        value = header.strip().lower()
+        if value in self.names:
+            return True
+        name, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or name not in self.names:
+            return False
+        return self.port is None or int(port) == self.port
+
+
+def _bracket(name: str) -> str:
+    return f"[{name}]" if ":" in name and not name.startswith("[") else name
+
+
+def host_allowlist(bind_host: str, port: int | None, extra: Iterable[str] | None) -> HostAllowlist | None:
+    """The Host allowlist for a server bound to ``bind_host:port`` (``None``: no check).
+
+    ``extra`` replaces the default names (loopback names, plus the bind
+    address and this machine's names for a non-loopback bind); ``"*"`` in it
+    turns the check off.
+    """
+    if extra is not None:
+        names = [extra] if isinstance(extra, str) else list(extra)
+        if "*" in names:
+            return None
+    else:
+        names = list(LOOPBACK_NAMES)
+        if not is_loopback_host(bind_host):
+            names += [bind_host, socket.gethostname(), socket.getfqdn()]
+    return HostAllowlist(names, port)
+
+
+def host_allowed(allowed: HostAllowlist | None, host_header: str | None) -> bool:
+    return allowed is None or allowed.allows(host_header)
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket (Linux), else ``None``."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid

@@ -1,0 +1,453 @@
+"""The transport-independent router: ``Request -> Response``.
+
+The embedded HTTP server, the WSGI app and the ASGI app all turn their
+request into a ``Request`` and send back the ``Response``; routing, auth,
+validation, the calls into hotfix and the audit record happen here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import sysconfig
+import threading
+import time
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+import hotfix
+import safepoints
+from verification import Report, sha256_hex
+
+from .._baseline import get_baseline
+from ._audit import AuditSink, printable
+from ._auth import HostAllowlist, host_allowed, resolve_token, token_matches
+from ._openapi import build_openapi
+from ._routes import API_PREFIX, MAX_BODY, ROUTES_BY_PATH, SCHEMA_VERSION, BadRequest
+
+_log = logging.getLogger("hotfix.admin")
+
+Check = Callable[[], object]
+#: Packages the endpoint never patches (hotfix itself must not change under its own feet).
+SELF_PACKAGES = ("hotfix", "safepoints", "verification", "__main__")
+BUSY_TEXT = "another hotfix transaction is in progress"
+
+
+@attrs.frozen
+class Request:
+    """What every transport hands to the router. Header names are lower case."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+    remote: str = ""
+    transport: str = "tcp"
+
+
+@attrs.frozen
+class Response:
+    status: int
+    payload: dict = attrs.field(repr=False)
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    def body(self) -> bytes:
+        return json.dumps(self.payload, default=str, separators=(",", ":")).encode("utf-8")
+
+    def headers(self, body: bytes) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            *self.extra_headers,
+        ]
+
+
+class _Fail(Exception):
+    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.extra = extra
+
+
+class ModulePolicy:
+    """Which loaded modules the endpoint may touch.
+
+    ``prefixes`` are dotted-name prefixes (``"billing"`` allows ``billing`` and
+    ``billing.rules``, not ``billing2``); ``roots`` are directories the module
+    file must be under. A module is allowed if it matches either. With
+    neither, the default is *application code*: modules whose file is not in
+    the standard library or in site-packages. hotfix, safepoints and
+    verification themselves are never allowed.
+    """
+
+    def __init__(self, prefixes: Iterable[str] | None = None, roots: Iterable[str | os.PathLike] | None = None) -> None:
+        if isinstance(prefixes, str):
+            prefixes = (prefixes,)
+        self.prefixes = tuple(p.rstrip(".") for p in prefixes) if prefixes is not None else None
+        if isinstance(roots, str | os.PathLike):
+            roots = (roots,)
+        self.roots = tuple(_dir_prefix(r) for r in roots) if roots is not None else None
+        self.default = self.prefixes is None and self.roots is None
+        paths = sysconfig.get_paths()
+        self._system = tuple({_dir_prefix(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
+
+    def describe(self) -> dict:
+        return {"prefixes": list(self.prefixes) if self.prefixes is not None else None,
+                "roots": list(self.roots) if self.roots is not None else None,
+                "default_application_code": self.default}
+
+    def allowed(self, name: str, module: types.ModuleType | None) -> bool:
+        if any(name == p or name.startswith(p + ".") for p in SELF_PACKAGES):
+            return False
+        if self.prefixes and any(name == p or name.startswith(p + ".") for p in self.prefixes):
+            return True
+        path = _module_file(module)
+        if self.roots and path and path.startswith(self.roots):
+            return True
+        if self.default and path:
+            return not path.startswith(self._system)
+        return False
+
+
+def _dir_prefix(path: str | os.PathLike) -> str:
+    return os.path.join(os.path.realpath(os.fspath(path)), "")
+
+
+def _module_file(module: types.ModuleType | None) -> str | None:
+    spec = getattr(module, "__spec__", None)
+    origin = getattr(spec, "origin", None) if spec is not None else getattr(module, "__file__", None)
+    if not isinstance(origin, str) or not origin.endswith((".py", ".pyw")):
+        return None
+    return os.path.realpath(origin)
+
+
+class Router:
+    """Routes, auth, validation, calls into hotfix, audit. Shared by every transport."""
+
+    def __init__(
+        self,
+        *,
+        token: str,  # the secret; only ever compared, never logged or returned
+        policy: ModulePolicy,
+        checks: Mapping[str, Iterable[Check]] | None = None,
+        audit: AuditSink | None = None,
+        allowed_hosts: HostAllowlist | None = None,
+        max_body: int = MAX_BODY,
+        probation: float | None = None,
+        timeout: float | None = None,
+        server_url: str | None = None,
+    ) -> None:
+        self._token = token
+        self.policy = policy
+        self.checks = {name: tuple(fns) for name, fns in (checks or {}).items()}
+        for name, fns in self.checks.items():
+            if not all(callable(f) for f in fns):
+                raise TypeError(f"checks for {name!r} must be callables")
+        self.audit = audit or AuditSink()
+        self.allowed_hosts = allowed_hosts
+        self.max_body = max_body
+        self.probation = probation
+        self.timeout = timeout
+        self.server_url = server_url
+        self.started = time.time()
+        self.token_source = "argument"
+        self._stale_lock = threading.Lock()
+        self._hash_cache: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle(self, request: Request) -> Response:
+        """Answer one request. Never raises."""
+        start = time.perf_counter()
+        record: dict[str, Any] = {"module": None, "outcome": None, "patch_id": None, "route": None}
+        try:
+            response = self._dispatch(request, record)
+        except _Fail as f:
+            response = self._error(f)
+        except Exception:  # noqa: BLE001 - the endpoint answers 500 and keeps serving
+            _log.exception("admin endpoint: internal error on %s %s", printable(request.method, 20), printable(request.path))
+            response = self._error(_Fail(500, "internal", "internal error in the hotfix endpoint; see the service log."))
+        if record["outcome"] is None and response.status >= 400:
+            record["outcome"] = response.payload.get("error")
+        self._audit(request, response.status, record, start)
+        return response
+
+    def refuse(self, request: Request, status: int, error: str, message: str) -> Response:
+        """A transport-level refusal (oversized body, bad framing, wrong peer), audited."""
+        response = self._error(_Fail(status, error, message))
+        self._audit(request, status, {"module": None, "outcome": error, "patch_id": None, "route": None},
+                    time.perf_counter())
+        return response
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, request: Request, record: dict) -> Response:
+        path = request.path.split("?", 1)[0]
+        if not host_allowed(self.allowed_hosts, request.headers.get("host")):
+            raise _Fail(403, "forbidden", "Host header not allowed: use localhost, 127.0.0.1 or [::1] with the server's port.")
+        routes = ROUTES_BY_PATH.get(path)
+        route = routes.get(request.method) if routes else None
+        if route is None or route.auth:
+            if not token_matches(self._token, request.headers.get("authorization")):
+                raise _Fail(401, "unauthorized", "missing or wrong bearer token: send 'Authorization: Bearer <token>'.")
+        if routes is None:
+            raise _Fail(404, "not-found", f"no such route; the routes are under {API_PREFIX}/ (see {API_PREFIX}/openapi.json).")
+        if route is None:
+            raise _Fail(405, "method-not-allowed", f"use {' or '.join(sorted(routes))} on this route.",
+                        allow=", ".join(sorted(routes)))
+        record["route"] = route.name
+        if len(request.body) > self.max_body:
+            raise _Fail(413, "payload-too-large", f"the body is larger than {self.max_body} bytes.")
+        if route.method == "POST" and request.body.strip():
+            ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype != "application/json":
+                raise _Fail(415, "unsupported-media-type", "send the body as Content-Type: application/json.")
+        try:
+            args = route.parse(request.body)
+        except BadRequest as exc:
+            raise _Fail(400, "bad-request", str(exc) + ".") from None
+        if "module" in args:
+            record["module"] = args["module"]
+        status, payload = getattr(self, "_route_" + route.name.replace("-", "_").replace(".", "_"))(args, record)
+        if record["outcome"] is None:
+            record["outcome"] = payload.get("outcome", "ok")
+        return Response(status, {"schema_version": SCHEMA_VERSION, **payload})
+
+    def _error(self, f: _Fail) -> Response:
+        headers: tuple[tuple[str, str], ...] = ()
+        extra = dict(f.extra)
+        if f.status == 401:
+            headers = (("WWW-Authenticate", 'Bearer realm="hotfix"'),)
+        if "allow" in extra:
+            headers = (("Allow", extra.pop("allow")),)
+        return Response(f.status, {"schema_version": SCHEMA_VERSION, "error": f.error, "message": f.message, **extra}, headers)
+
+    def _audit(self, request: Request, status: int, record: dict, start: float) -> None:
+        self.audit({
+            "ts": time.time(),
+            "method": printable(request.method, 16),
+            "path": printable(request.path),
+            "route": record["route"],
+            "status": status,
+            "remote": printable(request.remote or "", 100),
+            "transport": request.transport,
+            "module": record["module"],
+            "outcome": record["outcome"],
+            "patch_id": record["patch_id"],
+            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+        })
+
+    # ------------------------------------------------------------------ routes
+
+    def _route_health(self, args: dict, record: dict) -> tuple[int, dict]:
+        return 200, {"status": "ok"}
+
+    def _route_openapi_json(self, args: dict, record: dict) -> tuple[int, dict]:
+        return 200, build_openapi(self.server_url)
+
+    def _route_status(self, args: dict, record: dict) -> tuple[int, dict]:
+        stats = safepoints.statistics()
+        history = hotfix.history()
+        rolled_back = {h.patch_id for h in history if isinstance(h, hotfix.Rollback)}
+        patches = [
+            {"id": h.id, "status": h.status, "modules": list(h.modules), "applied_at": h.applied_at,
+             "in_effect": h.status == "applied" and h.id not in rolled_back}
+            for h in history if isinstance(h, hotfix.Patch)
+        ]
+        return 200, {
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "workers": [attrs.asdict(w) for w in stats.workers],
+            "safepoints": {k: v for k, v in attrs.asdict(stats).items() if k != "workers"},
+            "patches": patches,
+            "stale_modules": self.stale_modules(),
+            "allowed": self.policy.describe(),
+            "checks": {name: [getattr(f, "__qualname__", repr(f)) for f in fns] for name, fns in self.checks.items()},
+        }
+
+    def _route_dry_run(self, args: dict, record: dict) -> tuple[int, dict]:
+        name = self._module(args["module"])
+        try:
+            report = hotfix.dry_run(name)
+        except hotfix.PatchRejected as exc:  # unloaded between our check and the call
+            raise _Fail(404, "unknown-module", exc.message) from None
+        return 200, {"outcome": report.verdict, "module": name, "report": report.to_dict(), "report_text": str(report)}
+
+    def _route_apply(self, args: dict, record: dict) -> tuple[int, dict]:
+        name = self._module(args["module"])
+        kwargs: dict[str, Any] = {"checks": self.checks.get(name, ()), "allow_risky": args.get("allow_risky", False)}
+        probation = args.get("probation", self.probation)
+        timeout = args.get("timeout", self.timeout)
+        if probation is not None:
+            kwargs["probation"] = probation
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if "expect_sha256" in args:
+            kwargs["expect_sha256"] = args["expect_sha256"]
+        try:
+            patch = hotfix.apply(name, **kwargs)
+        except hotfix.PatchRolledBack as exc:
+            record["patch_id"] = exc.details.get("patch_id")
+            record["outcome"] = "rolled-back"
+            raise _Fail(409, "rolled-back", exc.message, outcome="rolled-back", module=name,
+                        reason=exc.details.get("reason", "rolled-back"), patch_id=exc.details.get("patch_id"),
+                        failure=_describe(exc.failure), **_reports(exc.report)) from None
+        except hotfix.PatchRejected as exc:
+            if name not in sys.modules:
+                raise _Fail(404, "unknown-module", exc.message) from None
+            reason = _rejection_reason(exc, kwargs["allow_risky"])
+            record["outcome"] = f"rejected:{reason}"
+            raise _Fail(409, "rejected", exc.message, outcome="rejected", module=name, reason=reason,
+                        **_reports(exc.report)) from None
+        record["patch_id"] = patch.id
+        return 200, {"outcome": patch.status, "module": name, "patch": patch.to_dict(),
+                     "report_text": str(patch.report) if isinstance(patch.report, Report) else None}
+
+    def _route_rollback(self, args: dict, record: dict) -> tuple[int, dict]:
+        history = hotfix.history()
+        patches = {h.id: h for h in history if isinstance(h, hotfix.Patch)}
+        patch_id = args.get("patch_id")
+        if patch_id is None:
+            undone = {h.patch_id for h in history if isinstance(h, hotfix.Rollback)}
+            live = [h for h in history if isinstance(h, hotfix.Patch) and h.status == "applied" and h.id not in undone
+                    and all(self.policy.allowed(m, sys.modules.get(m)) for m in h.modules)]
+            if not live:
+                raise _Fail(409, "rejected", "there is no applied patch to roll back.", outcome="rejected",
+                            reason="nothing-to-roll-back")
+            patch_id = live[-1].id
+        elif patch_id not in patches:
+            raise _Fail(404, "unknown-patch", f"no patch {printable(patch_id, 128)} in this process's history.")
+        record["patch_id"] = patch_id
+        for name in patches[patch_id].modules:
+            if not self.policy.allowed(name, sys.modules.get(name)):
+                raise _Fail(404, "unknown-module", f"patch {patch_id} touches {name}, which is not under the allowed prefixes.")
+        record["module"] = ",".join(patches[patch_id].modules)
+        kwargs = {"timeout": args.get("timeout", self.timeout)} if args.get("timeout", self.timeout) is not None else {}
+        try:
+            rb = hotfix.rollback(patch_id, **kwargs)
+        except hotfix.PatchRejected as exc:
+            reason = "busy" if BUSY_TEXT in exc.message else "precondition"
+            record["outcome"] = f"rejected:{reason}"
+            raise _Fail(409, "rejected", exc.message, outcome="rejected", reason=reason, patch_id=patch_id) from None
+        return 200, {"outcome": "rolled-back", "rollback": rb.to_dict()}
+
+    def _route_history(self, args: dict, record: dict) -> tuple[int, dict]:
+        entries = [h.to_dict() for h in hotfix.history()]
+        return 200, {"count": len(entries), "entries": entries}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _module(self, name: str) -> str:
+        module = sys.modules.get(name)
+        if module is None:
+            raise _Fail(404, "unknown-module", f"module {name} is not loaded in this process; only imported modules can be patched.")
+        if not self.policy.allowed(name, module):
+            raise _Fail(404, "unknown-module", f"module {name} is not under the allowed prefixes of this endpoint.")
+        return name
+
+    def stale_modules(self) -> list[dict]:
+        """Allowed modules whose file on disk differs from the version running.
+
+        Cheap: a file is hashed again only when its stat (mtime, size, ctime,
+        inode) changed since it was last hashed; ctime catches an edit that
+        kept mtime and size.
+        """
+        out = []
+        for name, module in list(sys.modules.items()):
+            baseline = get_baseline(name)
+            if baseline is None or module is None or not self.policy.allowed(name, module):
+                continue
+            state = baseline.state
+            try:
+                st = os.stat(state.path)
+            except OSError as exc:
+                out.append({"module": name, "path": state.path, "running_sha256": state.sha256,
+                            "disk_sha256": None, "problem": type(exc).__name__})
+                continue
+            key = (st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
+            with self._stale_lock:
+                cached = self._hash_cache.get(state.path)
+            if cached is not None and cached[0] == key:
+                digest = cached[1]
+            else:
+                try:
+                    with open(state.path, "rb") as fh:
+                        digest = sha256_hex(fh.read())
+                except OSError as exc:
+                    out.append({"module": name, "path": state.path, "running_sha256": state.sha256,
+                                "disk_sha256": None, "problem": type(exc).__name__})
+                    continue
+                with self._stale_lock:
+                    self._hash_cache[state.path] = (key, digest)
+            if digest != state.sha256:
+                out.append({"module": name, "path": state.path, "running_sha256": state.sha256,
+                            "disk_sha256": digest, "disk_mtime_ns": st.st_mtime_ns, "disk_size": st.st_size})
+        out.sort(key=lambda d: d["module"])
+        return out
+
+
+def _rejection_reason(exc: hotfix.PatchRejected, allow_risky: bool) -> str:
+    if BUSY_TEXT in exc.message:
+        return "busy"
+    report = exc.report
+    verdicts = [r.verdict for r in report] if isinstance(report, tuple) else [getattr(report, "verdict", None)]
+    if "blocked" in verdicts:
+        return "blocked"
+    if "risky" in verdicts and not allow_risky and "risky" in exc.message:
+        return "risky"
+    return "precondition"
+
+
+def _reports(report: Any) -> dict:
+    if report is None:
+        return {}
+    if isinstance(report, tuple):
+        return {"report": [r.to_dict() for r in report]}
+    if isinstance(report, Report):
+        return {"report": report.to_dict(), "report_text": str(report)}
+    return {}
+
+
+def _describe(failure: Any) -> str | None:
+    if failure is None:
+        return None
+    if isinstance(failure, BaseException):
+        return f"{type(failure).__name__}: {failure}"
+    return str(failure)
+
+
+def make_router(
+    *,
+    token: str | None,
+    token_file: str | os.PathLike | None,
+    allowed_prefixes: Iterable[str] | None,
+    allowed_roots: Iterable[str | os.PathLike] | None,
+    audit: Any,
+    checks: Mapping[str, Iterable[Check]] | None,
+    probation: float | None,
+    timeout: float | None,
+    max_body: int,
+) -> tuple[Router, str | None]:
+    """A router with its token resolved; also returns the token file hotfix wrote, if any."""
+    secret, _source, written = resolve_token(token, token_file)
+    try:
+        router = Router(token=secret, policy=ModulePolicy(allowed_prefixes, allowed_roots), checks=checks,
+                        audit=AuditSink(audit), max_body=max_body, probation=probation, timeout=timeout)
+    except BaseException:
+        if written:
+            with contextlib.suppress(OSError):
+                os.unlink(written)
+        raise
+    router.token_source = _source
+    return router, written
