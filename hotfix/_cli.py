@@ -351,16 +351,18 @@ def _diff(out: _Out, opts: dict) -> int:
 
 
 def _rollout(out: _Out, opts: dict) -> int:
-    from ._rollout import rollout
+    from ._rollout import discover, rollout
 
     socket_dir = opts["socket_dir"]
     if not os.path.isdir(socket_dir):
         raise UsageError(f"{socket_dir}: no such directory")
+    action = opts["action"]
+    out.doc["action"] = action
+    if not discover(socket_dir):
+        return _fail(out, EXIT_UNREACHABLE, "unreachable", f"no <pid>.sock endpoints in {socket_dir}; is the server running?")
     token = _token(opts, socket_dir)
     if not token:
         raise UsageError(f"no token: pass --token-file (or set HOTFIX_TOKEN), or put it in {socket_dir}/token")
-    action = opts["action"]
-    out.doc["action"] = action
 
     def progress(proc: ProcessResult) -> None:
         _log.info("%s %s: %s", proc.pid, proc.outcome, proc.message)
@@ -375,7 +377,7 @@ def _rollout(out: _Out, opts: dict) -> int:
         detail = proc.message
         if action == "dry-run" and proc.sha256:
             detail = f"sha256 {proc.sha256[:12]}  {detail}"
-        out.say(f"{proc.pid if proc.pid is not None else '?':>8}  {role:<6}  {proc.outcome:<15} {proc.patch_id or '-':<28} {detail}")
+        out.say(f"{proc.pid:>8}  {role:<6}  {proc.outcome:<15} {proc.patch_id or '-':<28} {detail}")
     summary = f"rollout {action} {result.module}: {result.outcome.upper()} - {result.message}" if result.message else \
         f"rollout {action} {result.module}: {result.outcome.upper()}"
     if result.exit_code == EXIT_OK:

@@ -35,7 +35,7 @@ EXIT_OK, EXIT_RISKY, EXIT_USAGE, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 class ProcessResult:
     """One process in a rollout; ``outcome`` is what happened to it last."""
 
-    pid: int | None
+    pid: int
     socket: str
     role: str = "member"  # canary | member
     outcome: str = "pending"
@@ -72,14 +72,14 @@ class RolloutResult:
         }
 
 
-def discover(socket_dir: str) -> list[tuple[int | None, str]]:
-    """``(pid, path)`` of every ``*.sock`` in the directory, lowest pid first."""
+def discover(socket_dir: str) -> list[tuple[int, str]]:
+    """``(pid, path)`` of every ``<pid>.sock`` in the directory, lowest pid first."""
     found = []
     for name in os.listdir(socket_dir):
         stem, ext = os.path.splitext(name)
-        if ext == ".sock":
-            found.append((int(stem) if stem.isdigit() else None, os.path.join(socket_dir, name)))
-    found.sort(key=lambda item: (item[0] is None, item[0] or 0, item[1]))
+        if ext == ".sock" and stem.isdigit():
+            found.append((int(stem), os.path.join(socket_dir, name)))
+    found.sort()
     return found
 
 
@@ -136,7 +136,7 @@ def rollout(
         try:
             reply = client.dry_run(module)
         except Unreachable as exc:
-            if proc.pid is not None and not pid_alive(proc.pid):
+            if not pid_alive(proc.pid):
                 proc.outcome, proc.message = "stale", "socket of a process that no longer exists; skipped"
                 report(proc)
                 continue

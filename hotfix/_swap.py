@@ -45,6 +45,7 @@ from verification import (
     RetargetClosure,
     RunStatement,
 )
+from verification._live import functions_named
 from verification._model import ClassDef, FunctionDef
 
 from ._baseline import get_baseline, set_baseline
@@ -382,21 +383,21 @@ def _docstring(d: FunctionDef) -> str | None:
 
 
 def verify_swapped(analysis: Analysis) -> list[str]:
-    """Every definition's live function now runs exactly the compiled disk code."""
-    from verification._live import functions_named
-
+    """Every function the swap touched now runs exactly the compiled disk code."""
     problems = []
-    module = analysis.module
-
-    def check_scope(scope_obj: object, entries: tuple) -> None:
-        ns = vars(scope_obj)
-        for e in entries:
-            if isinstance(e, FunctionDef):
-                live = functions_named(ns.get(e.name), e.qualname)
-                if live and not any(f.__code__ is e.code or f.__code__ == e.code for f in live):
-                    problems.append(f"{e.qualname} does not run the disk code")
-            elif isinstance(e, ClassDef) and isinstance(ns.get(e.name), type):
-                check_scope(ns[e.name], e.body.entries)
-
-    check_scope(module, analysis.new.scope.entries)
+    for c in analysis.changes:
+        if isinstance(c, ModifyFunction) and not c.replace:
+            stale = [f for f in c.live if f.__code__ is not c.new.code and f.__code__ != c.new.code]
+            if stale:
+                problems.append(f"{c.new.qualname} does not run the disk code")
+        elif isinstance(c, RetargetClosure):
+            if any(f.__code__ is not c.code for f in c.live):
+                problems.append(f"{c.qualname} does not run the disk code")
+        elif isinstance(c, ModifyFunction | AddDefinition) and isinstance(c.new, FunctionDef):
+            scope: object = analysis.module
+            for part in filter(None, c.scope.split(".")):
+                scope = vars(scope)[part]
+            live = functions_named(vars(scope).get(c.new.name), c.new.qualname)
+            if not any(f.__code__ is c.new.code for f in live):
+                problems.append(f"{c.new.qualname} is not bound to a function running the disk code")
     return problems

@@ -156,7 +156,8 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
     if baseline is not None and baseline.state.sha256 == source.state.sha256:
         return Analysis(module, Report.build(name, section, []), source, None, None, ())
     try:
-        new = build_model(source.text, path)
+        # memoised: if this version is applied it becomes the next baseline
+        new = cached_model(source.text, path, source.state.sha256)
     except (SyntaxError, ValueError) as exc:
         where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
         msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
@@ -186,6 +187,7 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
 
 
 _LAYOUT_CODES = ("slots-changed", "fields-changed")
+_RESUMABLE = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, iterable coroutine, async generator
 
 
 def _impact(module: types.ModuleType, differ: _Differ, thread_states, heap_scan: bool) -> tuple[Impact, tuple]:
@@ -222,10 +224,18 @@ def _impact(module: types.ModuleType, differ: _Differ, thread_states, heap_scan:
         cls = vars(module).get((f.qualname or "").split(".", 1)[0])
         if isinstance(cls, type):
             classes[cls.__qualname__] = cls
-    instances = count_instances(classes.values()) if (heap_scan or layout or inits) else None
+    # Heap scans only where they can find something: classes changed / generator code changed.
+    instances = count_instances(classes.values()) if ((heap_scan and classes) or layout or inits) else None
+    resumable = {c for c in replaced if c.co_flags & _RESUMABLE}
+    if not heap_scan:
+        generators = None  # not looked for
+    elif resumable:
+        generators = suspended_generators(resumable)
+    else:
+        generators = ()  # no changed generator/coroutine code: none can be suspended in it
     impact = Impact(
         threads=thread_impact(replaced, thread_states),
-        generators=suspended_generators(replaced) if heap_scan else None,
+        generators=generators,
         instances=instances,
         hooks=active_hooks(),
         caches=tuple(caches),
@@ -317,6 +327,8 @@ class _Differ:
 
     def function(self, prefix: str, new: FunctionDef, old: FunctionDef | None, namespace: dict, has_baseline: bool) -> None:
         q = new.qualname
+        if old is not None and old.code == new.code and self.old_model.segment(old.node) == self.new_model.segment(new.node):
+            return  # same text, same code, same lines: nothing to look up (the common case)
         live = [] if self.offline else self.live_functions(namespace.get(new.name), new, old)
         if has_baseline and old is None:
             self.add("function-added", q, f"{q} is new")
