@@ -33,6 +33,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from verification import compare_files
+
 from ._rollout import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -40,8 +42,11 @@ from ._rollout import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     ProcessResult,
+    discover,
     reply_exit_code,
+    rollout,
 )
+from .admin._client import Client, Unreachable
 
 SCHEMA_VERSION = 1
 _log = logging.getLogger("hotfix.cli")
@@ -202,9 +207,7 @@ def _token(opts: dict, socket_dir: str | None = None) -> str | None:
         raise UsageError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
 
 
-def _client(opts: dict):  # noqa: ANN202 - lazy import keeps `hotfix diff` light
-    from .admin._client import Client
-
+def _client(opts: dict) -> Client:
     url, sock = opts.get("url"), opts.get("socket")
     if url and sock:
         raise UsageError("give --url or --socket, not both")
@@ -224,11 +227,9 @@ def _client(opts: dict):  # noqa: ANN202 - lazy import keeps `hotfix diff` light
 
 
 def _client_command(out: _Out, command: str, opts: dict) -> int:
-    from .admin._client import Unreachable
-
     client = _client(opts)
     out.doc["target"] = client.target
-    long_wait = opts.get("http_timeout") or 300.0
+    long_wait = _long_wait(opts)
     _log.info("%s on %s", command, client.target)
     try:
         if command == "status":
@@ -245,7 +246,10 @@ def _client_command(out: _Out, command: str, opts: dict) -> int:
         else:  # pragma: no cover - argparse restricts the choices
             raise UsageError(f"unknown command {command}")
     except Unreachable as exc:
-        return _fail(out, EXIT_UNREACHABLE, "unreachable", str(exc))
+        hint = ""
+        if command in ("apply", "rollback"):
+            hint = "; if the request reached the process it may have completed: check `hotfix history` before retrying"
+        return _fail(out, EXIT_UNREACHABLE, "unreachable", str(exc) + hint)
     code = reply_exit_code(command, reply)
     out.doc["http_status"] = reply.status
     body = reply.body
@@ -254,6 +258,13 @@ def _client_command(out: _Out, command: str, opts: dict) -> int:
     else:
         _human_error(out, reply.status, body)
     return out.done(code, ok=code == EXIT_OK, result=body)
+
+
+def _long_wait(opts: dict) -> float:
+    """How long to wait for apply/rollback: they answer only after the probation window."""
+    if opts.get("http_timeout"):
+        return opts["http_timeout"]
+    return max(300.0, (opts.get("probation") or 0.0) + (opts.get("timeout") or 0.0) + 120.0)
 
 
 def _apply_body(opts: dict) -> dict:
@@ -336,8 +347,6 @@ def _human_error(out: _Out, status: int, body: dict) -> None:
 
 
 def _diff(out: _Out, opts: dict) -> int:
-    from verification import compare_files
-
     for path in (opts["old"], opts["new"]):
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such file")
@@ -351,8 +360,6 @@ def _diff(out: _Out, opts: dict) -> int:
 
 
 def _rollout(out: _Out, opts: dict) -> int:
-    from ._rollout import discover, rollout
-
     socket_dir = opts["socket_dir"]
     if not os.path.isdir(socket_dir):
         raise UsageError(f"{socket_dir}: no such directory")
@@ -370,7 +377,7 @@ def _rollout(out: _Out, opts: dict) -> int:
     result = rollout(socket_dir, opts["module"], token=token, action=action,
                      allow_risky=bool(opts.get("allow_risky")), probation=opts.get("probation"),
                      timeout=opts.get("timeout"), expect_sha256=opts.get("expect_sha256"),
-                     canary=opts.get("canary"), http_timeout=opts.get("http_timeout") or 300.0,
+                     canary=opts.get("canary"), http_timeout=_long_wait(opts),
                      progress=progress)
     for proc in result.processes:
         role = "canary" if proc.role == "canary" else ""

@@ -221,7 +221,7 @@ class Swapper:
     def statement(self, c: RunStatement) -> None:
         scope = self.resolve(c.scope)
         s = c.statement
-        where = c.scope + (f"<line {s.node.lineno}>")
+        where = c.scope + (f"<line {s.lineno}>")
         if s.is_docstring:
             if isinstance(scope, types.ModuleType):
                 self.bind(scope, "__doc__", s.node.value.value)
@@ -229,7 +229,7 @@ class Swapper:
                 self.undo.set_attr(scope, "__doc__", s.node.value.value)
             self.event("doc", c.scope.rstrip(".") or self.name)
             return
-        code = compile(ast.Module(body=[s.node], type_ignores=[]), self.path, "exec",
+        code = compile(ast.Module(body=[s.located], type_ignores=[]), self.path, "exec",
                        flags=self.compile_flags(), dont_inherit=True)
         before = self.local_namespace(scope)
         local = {} if before is None else dict(before)

@@ -405,7 +405,7 @@ def _probation(analyses, checks, probation, expected, plog):
         flags = a.new.code.co_flags & _FUTURE_FLAGS
         for c in a.changes:
             if isinstance(c, ModifyFunction) and c.code_changed and not c.replace:
-                twin = instrumented_twin(c.new.node, c.scope, a.source.state.path, flags, c.new.code)
+                twin = instrumented_twin(c.new.located, c.scope, a.source.state.path, flags, c.new.code)
                 if twin is not None:
                     twins.extend((f, c.new.code, twin) for f in c.live)
     codes.update(t for _, _, t in twins)

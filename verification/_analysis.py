@@ -155,20 +155,20 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
     section = SourceSection(path, base_state, source.state)
     if baseline is not None and baseline.state.sha256 == source.state.sha256:
         return Analysis(module, Report.build(name, section, []), source, None, None, ())
-    try:
-        # memoised: if this version is applied it becomes the next baseline
-        new = cached_model(source.text, path, source.state.sha256)
-    except (SyntaxError, ValueError) as exc:
-        where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
-        msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
-        finding = Finding("syntax-error", None, f"{path} does not compile: {where}{msg}")
-        return Analysis(module, Report.build(name, section, [finding]), source, None, None, ())
     old = None
     if baseline is not None:
         try:
             old = cached_model(baseline.text, path, baseline.state.sha256)
         except (SyntaxError, ValueError):  # the running source always compiled; be safe anyway
             old = None
+    try:
+        # memoised: if this version is applied it becomes the next baseline
+        new = cached_model(source.text, path, source.state.sha256, previous=old)
+    except (SyntaxError, ValueError) as exc:
+        where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
+        msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        finding = Finding("syntax-error", None, f"{path} does not compile: {where}{msg}")
+        return Analysis(module, Report.build(name, section, [finding]), source, None, None, ())
     differ = _Differ(module, old, new)
     differ.scope("", old.scope if old else None, new.scope, module)
     differ.closures(module)
@@ -308,7 +308,7 @@ class _Differ:
                     for n in gone:
                         removed.setdefault(n, "statement-removed")
                     if not s.names:
-                        self.add("statement-removed", None, f"removed statement at line {s.node.lineno} bound nothing; its effects stay")
+                        self.add("statement-removed", None, f"removed statement at line {s.lineno} bound nothing; its effects stay")
         else:
             owner = self.module.__name__
             for n, value in list(namespace.items()):
@@ -327,7 +327,8 @@ class _Differ:
 
     def function(self, prefix: str, new: FunctionDef, old: FunctionDef | None, namespace: dict, has_baseline: bool) -> None:
         q = new.qualname
-        if old is not None and old.code == new.code and self.old_model.segment(old.node) == self.new_model.segment(new.node):
+        if old is not None and old.code == new.code and (
+            old.node is new.node or self.old_model.segment(old) == self.new_model.segment(new)):
             return  # same text, same code, same lines: nothing to look up (the common case)
         live = [] if self.offline else self.live_functions(namespace.get(new.name), new, old)
         if has_baseline and old is None:
@@ -344,7 +345,7 @@ class _Differ:
             return
         old_code = old.code if old is not None else live[0].__code__
         live = live or []
-        if old is not None and self.old_model.segment(old.node) == self.new_model.segment(new.node):
+        if old is not None and self.old_model.segment(old) == self.new_model.segment(new):
             # Same text: same code, defaults, decorators. At most the lines moved.
             if any(f.__code__ != new.code for f in live) or (self.offline and old.code != new.code):
                 self.add("line-shift", q, f"{q} moved from line {old_code.co_firstlineno} to {new.code.co_firstlineno}")
@@ -405,8 +406,8 @@ class _Differ:
     def describe(self, old: FunctionDef | None, new: FunctionDef, old_code: types.CodeType) -> str:
         parts = []
         if old is not None:
-            a = self.old_model.segment(old.node).splitlines()
-            b = self.new_model.segment(new.node).splitlines()
+            a = self.old_model.segment(old).splitlines()
+            b = self.new_model.segment(new).splitlines()
             diff = list(difflib.unified_diff(a, b, "running", "disk", n=1, lineterm=""))[2:]
             parts.extend(diff[:40])
             if len(diff) > 40:
@@ -498,7 +499,7 @@ class _Differ:
     # -- statements
 
     def statement(self, prefix: str, s: Statement, namespace: dict) -> None:
-        where = f"{prefix or 'module '}line {s.node.lineno}"
+        where = f"{prefix or 'module '}line {s.lineno}"
         text = ast.unparse(s.node)
         short = text if len(text) <= 80 else text[:77] + "..."
         names = ", ".join(prefix + n for n in sorted(s.names)) or None

@@ -25,6 +25,11 @@ class FunctionDef:
     key: str  # qualname, suffixed with #N for the Nth same-named definition in a scope
     node: ast.FunctionDef | ast.AsyncFunctionDef = attrs.field(repr=False)
     code: types.CodeType = attrs.field(repr=False)
+    offset: int = 0  # node line numbers + offset = lines in this version (see build_model_incremental)
+
+    @property
+    def located(self) -> ast.FunctionDef | ast.AsyncFunctionDef:
+        return located(self.node, self.offset)
 
 
 @attrs.frozen(eq=False)
@@ -35,6 +40,11 @@ class ClassDef:
     node: ast.ClassDef = attrs.field(repr=False)
     body: Scope = attrs.field(repr=False)
     code: types.CodeType = attrs.field(repr=False)  # the class body
+    offset: int = 0
+
+    @property
+    def located(self) -> ast.ClassDef:
+        return located(self.node, self.offset)
 
 
 @attrs.frozen(eq=False)
@@ -45,6 +55,15 @@ class Statement:
     has_call: bool
     is_docstring: bool = False
     is_import: bool = False
+    offset: int = 0
+
+    @property
+    def lineno(self) -> int:
+        return self.node.lineno + self.offset
+
+    @property
+    def located(self) -> ast.stmt:
+        return located(self.node, self.offset)
 
 
 Entry = FunctionDef | ClassDef | Statement
@@ -77,14 +96,15 @@ class ModuleModel:
 
     path: str
     text: str = attrs.field(repr=False)
-    tree: ast.Module = attrs.field(repr=False)
     code: types.CodeType = attrs.field(repr=False)
     scope: Scope = attrs.field(repr=False)
     lines: list[str] = attrs.field(repr=False, factory=list)
+    incremental: bool = False  # built by re-parsing only the changed region
 
-    def segment(self, node: ast.AST) -> str:
-        """Source text of a definition, decorators included (cheap: no re-splitting)."""
-        return "".join(self.lines[first_line(node) - 1 : node.end_lineno])
+    def segment(self, entry: Entry) -> str:
+        """Source text of an entry, decorators included (cheap: no re-splitting)."""
+        start = first_line(entry.node) + entry.offset
+        return "".join(self.lines[start - 1 : entry.node.end_lineno + entry.offset])
 
     @property
     def future_annotations(self) -> bool:
@@ -106,24 +126,134 @@ def build_model(text: str, path: str) -> ModuleModel:
     """Parse and compile ``text``. Raises ``SyntaxError`` (and ``ValueError`` for NULs)."""
     tree = ast.parse(text, filename=path)
     code = compile(tree, path, "exec", dont_inherit=True)
+    scope = _build_scope(tree.body, "", _codes_by_position(code))
+    return ModuleModel(path=path, text=text, code=code, scope=scope, lines=text.splitlines(keepends=True))
+
+
+def _codes_by_position(code: types.CodeType) -> dict[tuple[str, int], types.CodeType]:
     codes: dict[tuple[str, int], types.CodeType] = {}
     for c in iter_code_tree(code):
         codes.setdefault((c.co_qualname, c.co_firstlineno), c)
-    scope = _build_scope(tree.body, "", codes)
-    return ModuleModel(path=path, text=text, tree=tree, code=code, scope=scope,
-                       lines=text.splitlines(keepends=True))
+    return codes
+
+
+def build_model_incremental(text: str, path: str, previous: ModuleModel | None) -> ModuleModel:
+    """Like ``build_model``, re-parsing only the top-level statements that changed.
+
+    Building a Python AST (``ast.parse``) costs more than compiling the same
+    source, and a hot fix usually touches a few lines of a large file. So:
+    compile the whole new text (which also checks its syntax), find the
+    lines it shares with ``previous`` at the start and at the end, keep the
+    previous version's top-level statements that lie wholly in those shared
+    regions (those after the change keep their nodes with a line ``offset``
+    instead of being copied), and parse only the region in between. A kept
+    statement is one whose neighbours also lie in the shared region, so the
+    edit cannot have changed where it starts or ends. Anything unusual falls
+    back to a full parse.
+    """
+    if previous is None:
+        return build_model(text, path)
+    code = compile(text, path, "exec", dont_inherit=True)
+    new_lines = text.splitlines(keepends=True)
+    old_lines = previous.lines
+    n_old, n_new = len(old_lines), len(new_lines)
+    limit = min(n_old, n_new)
+    prefix = 0
+    while prefix < limit and old_lines[prefix] == new_lines[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old_lines[n_old - 1 - suffix] == new_lines[n_new - 1 - suffix]:
+        suffix += 1
+    delta = n_new - n_old
+    entries = previous.scope.entries
+    spans = [(first_line(e.node) + e.offset, e.node.end_lineno + e.offset) for e in entries]
+    # keep entry i at the front if the next entry also starts in the shared prefix
+    head = 0
+    while head < len(entries) - 1 and spans[head + 1][0] <= prefix:
+        head += 1
+    # keep entry j at the back if everything from the end of entry j-1 on is shared
+    first_shared_old = n_old - suffix + 1
+    tail = len(entries)
+    while tail - 1 > head and spans[tail - 2][1] + 1 >= first_shared_old:
+        tail -= 1
+    start = spans[head - 1][1] + 1 if head > 0 else 1  # right after the last kept entry: the edit may be in between
+    stop = (spans[tail][0] + delta - 1) if tail < len(entries) else n_new
+    try:
+        middle = ast.parse("".join(new_lines[start - 1 : stop]), filename=path).body if stop >= start else []
+    except (SyntaxError, ValueError):
+        return build_model(text, path)  # region boundaries did not hold: parse it all
+    for node in middle:
+        ast.increment_lineno(node, start - 1)
+    codes = _codes_by_position(code)
+    kept_head = _rebase(entries[:head], 0, codes)
+    kept_tail = _rebase(entries[tail:], delta, codes)
+    fresh = _build_scope(middle, "", codes).entries
+    if kept_head is None or kept_tail is None:
+        return build_model(text, path)
+    scope = _rekey(Scope("", tuple(kept_head) + fresh + tuple(kept_tail)))
+    return ModuleModel(path=path, text=text, code=code, scope=scope, lines=new_lines, incremental=True)
+
+
+def _rebase(entries: tuple[Entry, ...], delta: int, codes: dict) -> list[Entry] | None:
+    """Previous entries moved by ``delta`` lines, paired with the new code objects."""
+    out: list[Entry] = []
+    for e in entries:
+        offset = e.offset + delta
+        if isinstance(e, Statement):
+            out.append(e if not delta else attrs.evolve(e, offset=offset))
+            continue
+        code = codes.get((e.qualname, first_line(e.node) + offset))
+        if code is None:
+            return None
+        if isinstance(e, FunctionDef):
+            out.append(FunctionDef(e.name, e.qualname, e.key, e.node, code, offset))
+        else:
+            inner = _rebase(e.body.entries, delta, codes)
+            if inner is None:
+                return None
+            out.append(attrs.evolve(e, code=code, offset=offset, body=Scope(e.body.qualprefix, tuple(inner))))
+    return out
+
+
+def _rekey(scope: Scope) -> Scope:
+    """Recompute the #N suffixes of same-named definitions after splicing."""
+    seen: dict[str, int] = {}
+    entries = []
+    for e in scope.entries:
+        if isinstance(e, FunctionDef | ClassDef):
+            seen[e.qualname] = seen.get(e.qualname, 0) + 1
+            key = e.qualname if seen[e.qualname] == 1 else f"{e.qualname}#{seen[e.qualname]}"
+            if key != e.key:
+                e = attrs.evolve(e, key=key)
+        entries.append(e)
+    return Scope(scope.qualprefix, tuple(entries))
+
+
+def located(node: ast.AST, offset: int) -> ast.AST:
+    """``node`` with its true line numbers (a copy when it carries an offset)."""
+    if not offset:
+        return node
+    import copy
+
+    moved = copy.deepcopy(node)
+    ast.increment_lineno(moved, offset)
+    return moved
 
 
 _cache: dict[tuple[str, str], ModuleModel] = {}
 _CACHE_SIZE = 32
 
 
-def cached_model(text: str, path: str, sha256: str) -> ModuleModel:
-    """``build_model`` for a version that does not change (a baseline), memoised by content."""
+def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None = None) -> ModuleModel:
+    """A model memoised by content (a version does not change once hashed).
+
+    ``previous`` (the model of the running version) lets a new version be
+    parsed incrementally.
+    """
     key = (path, sha256)
     model = _cache.pop(key, None)
     if model is None:
-        model = build_model(text, path)
+        model = build_model_incremental(text, path, previous)
     _cache[key] = model  # most recently used last
     while len(_cache) > _CACHE_SIZE:
         del _cache[next(iter(_cache))]
@@ -140,8 +270,9 @@ def iter_code_tree(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 def first_line(node: ast.AST) -> int:
-    decorators = getattr(node, "decorator_list", None) or []
-    return min([node.lineno] + [d.lineno for d in decorators])
+    """The line a definition starts on: its first decorator, if any."""
+    decorators = getattr(node, "decorator_list", None)
+    return decorators[0].lineno if decorators else node.lineno
 
 
 def _build_scope(body: list[ast.stmt], prefix: str, codes: dict) -> Scope:

@@ -29,28 +29,21 @@ Entry points::
 """
 
 from ._asgi import ASGIApp, asgi_app
-from ._audit import AuditSink
 from ._auth import TOKEN_ENV, default_token_file
 from ._client import Client, Reply, Unreachable
 from ._openapi import build_openapi
-from ._router import ModulePolicy, Request, Response, Router
 from ._routes import API_PREFIX, MAX_BODY, ROUTES, SCHEMA_VERSION
-from ._server import AdminServer, remove_stale_sockets, serve, serve_socket_dir
+from ._server import AdminServer, serve, serve_socket_dir
 from ._wsgi import WSGIApp, wsgi_app
 
 __all__ = [
     "API_PREFIX",
     "ASGIApp",
     "AdminServer",
-    "AuditSink",
     "Client",
     "MAX_BODY",
-    "ModulePolicy",
     "ROUTES",
     "Reply",
-    "Request",
-    "Response",
-    "Router",
     "SCHEMA_VERSION",
     "TOKEN_ENV",
     "Unreachable",
@@ -58,7 +51,6 @@ __all__ = [
     "asgi_app",
     "build_openapi",
     "default_token_file",
-    "remove_stale_sockets",
     "serve",
     "serve_socket_dir",
     "wsgi_app",

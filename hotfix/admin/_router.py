@@ -333,9 +333,9 @@ class Router:
             if not self.policy.allowed(name, sys.modules.get(name)):
                 raise _Fail(404, "unknown-module", f"patch {patch_id} touches {name}, which is not under the allowed prefixes.")
         record["module"] = ",".join(patches[patch_id].modules)
-        kwargs = {"timeout": args.get("timeout", self.timeout)} if args.get("timeout", self.timeout) is not None else {}
+        timeout = args.get("timeout", self.timeout)
         try:
-            rb = hotfix.rollback(patch_id, **kwargs)
+            rb = hotfix.rollback(patch_id, **({"timeout": timeout} if timeout is not None else {}))
         except hotfix.PatchRejected as exc:
             reason = "busy" if BUSY_TEXT in exc.message else "precondition"
             record["outcome"] = f"rejected:{reason}"
