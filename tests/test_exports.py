@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hotfix
+import hotfix.admin
 import safepoints
 import verification
 
@@ -11,6 +12,11 @@ PUBLIC = {
         "HotfixError", "Patch", "PatchRejected", "PatchRolledBack", "Rollback", "SignalHandle", "SwapEvent",
         "WatchEvent", "Watcher", "apply", "configure", "dry_run", "history", "install", "install_signal_handler",
         "installed", "rollback", "stale_modules", "uninstall", "watch",
+    },
+    hotfix.admin: {
+        "API_PREFIX", "ASGIApp", "AdminServer", "Client", "MAX_BODY", "ROUTES", "Reply", "SCHEMA_VERSION", "TOKEN_ENV",
+        "Unreachable", "WSGIApp", "asgi_app", "build_openapi", "default_token_file", "serve", "serve_socket_dir",
+        "wsgi_app",
     },
     safepoints: {
         "PauseInfo", "PauseTimeout", "Statistics", "WorkerInfo", "asyncio_worker", "checkpoint", "critical",

@@ -1,0 +1,5 @@
+"""The application code the rollout patches."""
+
+
+def greet(name: str) -> str:
+    return f"Hello {name}"
