@@ -150,6 +150,61 @@ def main() -> int:
     submitted, ok, failed = service.counts()
     print(f"\nfinal: submitted {submitted}, succeeded {ok}, failed {failed}, lost {submitted - ok - failed}")
     shutil.rmtree(workdir, ignore_errors=True)
+    return operator_demo()
+
+
+def operator_demo() -> int:
+    """The same through the admin endpoint and the CLI, against a separate service process."""
+    import json
+    import os
+    import subprocess
+
+    banner("7. The operator's way: a separate service, patched with the `hotfix` CLI")
+    workdir = Path(tempfile.mkdtemp(prefix="hotfix-demo-svc-"))
+    shutil.copytree(HERE / "jobservice", workdir / "jobservice")
+    live_file = workdir / "jobservice" / "billing.py"
+    token_file = workdir / "token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFIX_")}
+    service = subprocess.Popen(
+        [sys.executable, str(workdir / "jobservice" / "serve.py"), "--token-file", str(token_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        url = None
+        for line in service.stdout:
+            print(f"  service: {line.rstrip()}")
+            if line.startswith("hotfix admin endpoint:"):
+                url = line.split(":", 1)[1].strip()
+            if line.startswith("token file:"):
+                break
+        if url is None:
+            print("the service did not start")
+            return 1
+        env.update(HOTFIX_URL=url, HOTFIX_TOKEN_FILE=str(token_file))
+
+        def cli(*args: str) -> tuple[int, str]:
+            done = subprocess.run([sys.executable, "-m", "hotfix", *args], capture_output=True, text=True,
+                                  env=env, timeout=120)
+            return done.returncode, done.stdout
+
+        def show(*args: str) -> int:
+            code, out = cli(*args)
+            print(f"$ hotfix {' '.join(args)}    (exit {code})")
+            print("\n".join("  " + line for line in out.rstrip().splitlines()))
+            return code
+
+        shutil.copyfile(HERE / "patches" / "billing_fixed.py", live_file)
+        show("dry-run", "billing")
+        sha = json.loads(cli("dry-run", "billing", "--json")[1])["result"]["report"]["source"]["disk"]["sha256"]
+        show("apply", "billing", "--expect-sha256", sha, "--probation", "1")
+        shutil.copyfile(HERE / "patches" / "billing_syntax_error.py", live_file)
+        show("apply", "billing", "--probation", "1")
+        shutil.copyfile(HERE / "patches" / "billing_regression.py", live_file)
+        show("apply", "billing", "--probation", "1")
+        show("history")
+    finally:
+        service.terminate()
+        service.wait(30)
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
