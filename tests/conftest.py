@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -56,6 +58,27 @@ class ModuleFactory:
     def cleanup(self) -> None:
         for name in self.names:
             sys.modules.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No test sees an operator's HOTFIX_* settings."""
+    for name in ("HOTFIX_URL", "HOTFIX_SOCKET", "HOTFIX_TOKEN", "HOTFIX_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def short_dir():
+    """Directories under /tmp (Unix socket paths must stay short), removed afterwards."""
+    made = []
+
+    def make(prefix: str = "hf-") -> str:
+        made.append(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
+        return made[-1]
+
+    yield make
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 
 import pytest
@@ -519,20 +517,6 @@ def test_openapi_document_describes_every_route(make_server):
     assert apply_schema["required"] == ["module"]
     assert {"200", "400", "401", "404", "409", "413"} <= set(doc["paths"]["/hotfix/v1/apply"]["post"]["responses"])
     json.dumps(doc)  # serialisable as is
-
-
-@pytest.fixture
-def short_dir():
-    """Directories under /tmp (Unix socket paths must stay short), removed afterwards."""
-    made = []
-
-    def make(prefix: str = "hf-") -> str:
-        made.append(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
-        return made[-1]
-
-    yield make
-    for d in made:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_unix_socket_is_private_and_serves_the_same_routes(modules, short_dir):

@@ -5,11 +5,9 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 
@@ -30,26 +28,6 @@ V1 = """
 SAFE = V1.replace("return 1", "return 2")
 RISKY = V1.replace("def g(x):\n        return x", "def g(x, y=0):\n        return x + y")
 BLOCKED = "def f(:\n    pass\n"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in ("HOTFIX_URL", "HOTFIX_SOCKET", "HOTFIX_TOKEN", "HOTFIX_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def short_dir():
-    """Directories under /tmp (Unix socket paths must stay short), removed afterwards."""
-    made = []
-
-    def make(prefix: str = "hf-") -> str:
-        made.append(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
-        return made[-1]
-
-    yield make
-    for d in made:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

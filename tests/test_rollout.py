@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,26 +30,6 @@ V1 = """
 SAFE = V1.replace("return 1", "return 2")
 RISKY = "def f(x=0):\n    return 2\n"
 BLOCKED = "def f(:\n"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in ("HOTFIX_URL", "HOTFIX_SOCKET", "HOTFIX_TOKEN", "HOTFIX_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def short_dir():
-    """Directories under /tmp (Unix socket paths must stay short), removed afterwards."""
-    made = []
-
-    def make(prefix: str = "hf-") -> str:
-        made.append(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
-        return made[-1]
-
-    yield make
-    for d in made:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def rollout(capsys, *argv: str) -> tuple[int, dict]:
