@@ -198,7 +198,7 @@ def test_token_and_address_sources(endpoint, modules, capsys, monkeypatch, tmp_p
         monkeypatch.setenv("HOTFIX_SOCKET", server.socket_path)
         assert run(capsys, "status")[0] == 0
         monkeypatch.delenv("HOTFIX_SOCKET")
-        assert run(capsys, "--url", server.url, "--token", server.token, "status")[0] == 0
+        assert run(capsys, "--url", server.url, f"--token={server.token}", "status")[0] == 0
 
 
 def _write(tmp_path, name, text):

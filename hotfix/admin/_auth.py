@@ -40,6 +40,14 @@ class TokenSource:
     GENERATED = "generated"
 
 
+
+def new_token() -> str:
+    """A random token that never starts with "-" (``hotfix --token -x...`` would read it as a flag)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+
 def check_token_strength(token: str) -> str:
     if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
         raise ValueError(f"the hotfix token must be a string of at least {MIN_TOKEN_LENGTH} characters")
@@ -114,7 +122,7 @@ def shared_token(directory: str) -> tuple[str, str]:
     fd, tmp = tempfile.mkstemp(prefix=".hotfix-token-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(secrets.token_urlsafe(32) + "\n")
+            fh.write(new_token() + "\n")
         os.chmod(tmp, 0o600)
         try:
             os.link(tmp, path)  # fails if another process won the race: use theirs
@@ -132,7 +140,7 @@ def resolve_token(token: str | None, token_file: str | os.PathLike | None) -> tu
     env = os.environ.get(TOKEN_ENV)
     if env:
         return check_token_strength(env.strip()), TokenSource.ENVIRONMENT, None
-    generated = secrets.token_urlsafe(32)
+    generated = new_token()
     path = os.fspath(token_file) if token_file is not None else default_token_file()
     write_private_file(path, generated)
     return generated, TokenSource.GENERATED, path
