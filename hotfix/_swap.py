@@ -303,6 +303,8 @@ class Swapper:
         covers only for names the swap itself bound: document side effects).
         """
         hook = self.g.get("__hotfix_migrate__")
+        if hook is None:
+            return
         defined = any(getattr(e, "name", None) == "__hotfix_migrate__" for e in self.a.new.scope.entries)
         if not callable(hook) or not defined:
             return
@@ -332,11 +334,11 @@ class Swapper:
         old running source (the baseline text) or the previous entry.
         """
         state = self.a.source.state
-        entry = (state.size, None, self.a.source.text.splitlines(keepends=True), self.path)
+        entry = (state.size, None, self.a.new.lines, self.path)  # lines split outside the pause
         previous = linecache.cache.get(self.path, _MISSING)
         base = get_baseline(self.name)
-        if base is not None:
-            previous = (base.state.size, None, base.text.splitlines(keepends=True), self.path)
+        if base is not None and self.a.old is not None:
+            previous = (base.state.size, None, self.a.old.lines, self.path)
 
         def undo() -> None:
             if previous is _MISSING:

@@ -34,7 +34,7 @@ from verification import (
     SourceProblem,
     analyze,
     iter_code_tree,
-    read_source,
+    read_state,
 )
 
 from ._audit import audit, configure_audit
@@ -385,7 +385,7 @@ def _recheck_files(analyses: list[Analysis], tx: _Transaction) -> None:
     """Under the pause: the file must still be exactly the version verified."""
     for a in analyses:
         try:
-            now = read_source(a.source.state.path).state
+            now = read_state(a.source.state.path)
         except SourceProblem as exc:
             raise tx.reject(f"{a.report.module} was not patched: the file changed during the apply ({exc.message}); try again.", "file-changed") from None
         if now != a.source.state:

@@ -27,7 +27,7 @@ PUBLIC = {
         "ModifyFunction", "ModuleModel", "REASONS", "RISKY", "RemoveName", "Report", "RetargetClosure",
         "RunStatement", "SAFE", "SCHEMA_VERSION", "SourceFile", "SourceProblem", "SourceSection", "ThreadImpact",
         "UNCHANGED", "VERDICTS", "analyze", "build_model", "compare_files", "iter_code_tree",
-        "module_source_path", "read_source", "same_semantics", "sha256_hex", "strip_lines",
+        "module_source_path", "read_source", "read_state", "same_semantics", "sha256_hex", "strip_lines",
     },
 }
 

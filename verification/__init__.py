@@ -18,7 +18,15 @@ from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
 from ._impact import Dependent, Impact, ThreadImpact
 from ._model import ModuleModel, build_model, iter_code_tree, same_semantics, strip_lines
 from ._report import SCHEMA_VERSION, UNCHANGED, VERDICTS, Report, SourceSection
-from ._source import Baseline, FileState, SourceFile, SourceProblem, read_source, sha256_hex
+from ._source import (
+    Baseline,
+    FileState,
+    SourceFile,
+    SourceProblem,
+    read_source,
+    read_state,
+    sha256_hex,
+)
 
 __all__ = [
     "AddDefinition",
@@ -51,6 +59,7 @@ __all__ = [
     "iter_code_tree",
     "module_source_path",
     "read_source",
+    "read_state",
     "same_semantics",
     "sha256_hex",
     "strip_lines",

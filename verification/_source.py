@@ -71,6 +71,17 @@ def decode_source(data: bytes, path: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def read_state(path: str) -> FileState:
+    """Just the file's state (stat and sha256 of its bytes): the cheap re-check under a pause."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(MAX_SOURCE_BYTES + 1)
+    except OSError as exc:
+        raise SourceProblem("file-unreadable", f"{path} cannot be read: {exc.strerror or exc}") from None
+    return FileState(path=path, mtime_ns=st.st_mtime_ns, size=len(data), sha256=sha256_hex(data))
+
+
 def read_source(path: str) -> SourceFile:
     """Read ``path`` once: stat and bytes come from the same open file."""
     try:
