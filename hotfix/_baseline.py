@@ -49,7 +49,7 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
         code = self.source_to_code(data, path)  # raises SyntaxError like the normal loader
         text = importlib.util.decode_source(data)
         state = FileState(path=path, mtime_ns=st.st_mtime_ns, size=len(data), sha256=sha256_hex(data))
-        set_baseline(fullname, Baseline(state=state, text=text))
+        set_baseline(fullname, Baseline(state=state, text=text, code=code))
         return code
 
 

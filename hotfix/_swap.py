@@ -372,7 +372,7 @@ class Swapper:
 
     def adopt_baseline(self) -> None:
         old = get_baseline(self.name)
-        new = Baseline(state=self.a.source.state, text=self.a.source.text)
+        new = Baseline(state=self.a.source.state, text=self.a.source.text, code=self.a.new.code)
         self.undo.call(functools.partial(set_baseline, self.name, new),
                        functools.partial(set_baseline, self.name, old))
 

@@ -158,7 +158,7 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
     old = None
     if baseline is not None:
         try:
-            old = cached_model(baseline.text, path, baseline.state.sha256)
+            old = cached_model(baseline.text, path, baseline.state.sha256, code=baseline.code)
         except (SyntaxError, ValueError):  # the running source always compiled; be safe anyway
             old = None
     try:

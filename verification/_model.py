@@ -122,10 +122,15 @@ def _iter_functions(scope: Scope) -> Iterator[FunctionDef]:
             yield from _iter_functions(e.body)
 
 
-def build_model(text: str, path: str) -> ModuleModel:
-    """Parse and compile ``text``. Raises ``SyntaxError`` (and ``ValueError`` for NULs)."""
+def build_model(text: str, path: str, code: types.CodeType | None = None) -> ModuleModel:
+    """Parse and compile ``text``. Raises ``SyntaxError`` (and ``ValueError`` for NULs).
+
+    ``code``: the module code already compiled from exactly this text (kept
+    by the import hook), so only the parse is needed.
+    """
     tree = ast.parse(text, filename=path)
-    code = compile(tree, path, "exec", dont_inherit=True)
+    if code is None:
+        code = compile(tree, path, "exec", dont_inherit=True)
     scope = _build_scope(tree.body, "", _codes_by_position(code))
     return ModuleModel(path=path, text=text, code=code, scope=scope, lines=text.splitlines(keepends=True))
 
@@ -244,7 +249,8 @@ _cache: dict[tuple[str, str], ModuleModel] = {}
 _CACHE_SIZE = 32
 
 
-def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None = None) -> ModuleModel:
+def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None = None,
+                 code: types.CodeType | None = None) -> ModuleModel:
     """A model memoised by content (a version does not change once hashed).
 
     ``previous`` (the model of the running version) lets a new version be
@@ -253,7 +259,7 @@ def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None
     key = (path, sha256)
     model = _cache.pop(key, None)
     if model is None:
-        model = build_model_incremental(text, path, previous)
+        model = build_model(text, path, code) if code is not None else build_model_incremental(text, path, previous)
     _cache[key] = model  # most recently used last
     while len(_cache) > _CACHE_SIZE:
         del _cache[next(iter(_cache))]

@@ -119,3 +119,5 @@ class Baseline:
 
     state: FileState
     text: str = attrs.field(repr=False)
+    #: the module code compiled from ``text`` at import, if kept: saves a compile on the first dry run
+    code: object = attrs.field(default=None, repr=False, eq=False)
