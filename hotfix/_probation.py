@@ -33,6 +33,8 @@ import traceback
 import types
 from collections.abc import Iterable
 
+from verification import CodeSet
+
 _PROBE = "__hotfix_probation__"
 
 _CONTROL_FLOW = (StopIteration, StopAsyncIteration, GeneratorExit)
@@ -44,7 +46,7 @@ class ProbationWatch:
 
     def __init__(self, codes: Iterable[types.CodeType], expected: tuple[type[BaseException], ...] = (),
                  twins: Iterable[tuple[types.FunctionType, types.CodeType, types.CodeType]] = ()) -> None:
-        self.codes = frozenset(codes)
+        self.codes = CodeSet(codes)  # by identity: an identical function elsewhere is not ours
         # (function, verified code, instrumented twin): used where sys.monitoring is missing
         self.twins = list(twins)
         self._injected: list[dict] = []

@@ -27,7 +27,9 @@ from verification import (
     BLOCKED,
     RISKY,
     UNCHANGED,
+    AddDefinition,
     Analysis,
+    CodeSet,
     ModifyFunction,
     Report,
     RetargetClosure,
@@ -335,11 +337,12 @@ class _Transaction:
         return patch
 
 
-def _replaced_codes(analyses: list[Analysis]) -> set[types.CodeType]:
-    codes: set[types.CodeType] = set()
+def _replaced_codes(analyses: list[Analysis]) -> CodeSet:
+    """Code that stops running once swapped (line-only moves excluded: same behaviour)."""
+    codes = CodeSet()
     for a in analyses:
         for c in a.changes:
-            if isinstance(c, ModifyFunction | RetargetClosure):
+            if isinstance(c, RetargetClosure) or (isinstance(c, ModifyFunction) and not c.line_only):
                 for f in c.live:
                     codes.update(iter_code_tree(f.__code__))
     return codes
@@ -393,21 +396,32 @@ def _recheck_files(analyses: list[Analysis], tx: _Transaction) -> None:
 
 
 def _probation(analyses, checks, probation, expected, plog):
-    """Run checks, then watch. Returns (reason, detail, exception, traceback text) on failure, else None."""
-    codes = set()
+    """Run checks, then watch. Returns (reason, detail, exception, traceback text) on failure, else None.
+
+    Watched: the code whose behaviour the patch changed (changed, re-created
+    or added definitions, retargeted closures), not functions that only
+    moved and not the rest of the module.
+    """
+    if probation <= 0 and not checks:
+        return None
+    codes = CodeSet()
     twins = []
     use_twins = not hasattr(sys, "monitoring")
     for a in analyses:
-        codes.update(iter_code_tree(a.new.code))
-        codes.discard(a.new.code)  # the module body itself is never re-run
-        if not use_twins:
-            continue
         flags = a.new.code.co_flags & _FUTURE_FLAGS
         for c in a.changes:
-            if isinstance(c, ModifyFunction) and c.code_changed and not c.replace:
-                twin = instrumented_twin(c.new.located, c.scope, a.source.state.path, flags, c.new.code)
-                if twin is not None:
-                    twins.extend((f, c.new.code, twin) for f in c.live)
+            if isinstance(c, ModifyFunction) and not c.line_only:
+                running = [c.new.code] if (c.code_changed or c.replace) else [f.__code__ for f in c.live]
+                for code in running:
+                    codes.update(iter_code_tree(code))
+                if use_twins and c.code_changed and not c.replace:
+                    twin = instrumented_twin(c.new.located, c.scope, a.source.state.path, flags, c.new.code)
+                    if twin is not None:
+                        twins.extend((f, c.new.code, twin) for f in c.live)
+            elif isinstance(c, AddDefinition):
+                codes.update(iter_code_tree(c.new.code))
+            elif isinstance(c, RetargetClosure):
+                codes.update(iter_code_tree(c.code))
     codes.update(t for _, _, t in twins)
     with ProbationWatch(codes, expected, twins) as watch:
         for check in checks:

@@ -23,7 +23,7 @@ PUBLIC = {
         "current_pause_holder", "idle", "pause", "statistics", "worker",
     },
     verification: {
-        "AddDefinition", "Analysis", "BLOCKED", "Baseline", "Dependent", "FileState", "Finding", "Impact",
+        "AddDefinition", "Analysis", "BLOCKED", "Baseline", "CodeSet", "Dependent", "FileState", "Finding", "Impact",
         "ModifyFunction", "ModuleModel", "REASONS", "RISKY", "RemoveName", "Report", "RetargetClosure",
         "RunStatement", "SAFE", "SCHEMA_VERSION", "SourceFile", "SourceProblem", "SourceSection", "ThreadImpact",
         "UNCHANGED", "VERDICTS", "analyze", "build_model", "compare_files", "iter_code_tree",

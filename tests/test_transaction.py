@@ -238,3 +238,55 @@ def test_tracebacks_and_getsource_match_the_disk_after_a_patch(modules):
     assert (last.lineno, last.line) == (5, "return 1 // x")
     hotfix.rollback()
     assert inspect.getsource(m.f) == "def f():\n    return 1\n"  # linecache restored with the old code
+
+
+TWIN_SOURCE = """\
+def spin(inside, stop):
+    inside.set()
+    stop.wait(30)
+    return {}
+
+
+def boom():
+    raise ValueError("boom")
+
+
+def target(x):
+    return x + {k}
+"""
+
+
+def test_identical_code_in_another_module_is_not_ours(modules):
+    """CodeType == ignores the file: a thread in an identical function elsewhere must not block us."""
+    a = modules.create(TWIN_SOURCE.replace("{k}", "1"))
+    b = modules.create(TWIN_SOURCE.replace("{k}", "1"))
+    modules.write(a, TWIN_SOURCE.replace("{k}", "2").replace("stop.wait(30)", "stop.wait(31)"))
+    inside, stop = threading.Event(), threading.Event()
+    t = threading.Thread(target=b.spin, args=(inside, stop), name="twin-spinner", daemon=True)
+    t.start()
+    try:
+        assert inside.wait(10)
+        patch = hotfix.apply(a, probation=0, timeout=0.5)  # a's spin changed; b's twin is running
+        assert patch.status == "applied" and a.target(1) == 3
+    finally:
+        stop.set()
+        t.join(10)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_probation_watches_only_what_the_patch_changed(modules):
+    m = modules.create(TWIN_SOURCE.replace("{k}", "1"))
+    twin = modules.create(TWIN_SOURCE.replace("{k}", "1"))
+    modules.write(m, TWIN_SOURCE.replace("{k}", "2"))
+
+    def unrelated_failures():
+        for raiser in (m.boom, twin.boom):  # unchanged function of the patched module, and a twin elsewhere
+            t = threading.Thread(target=raiser)
+            t.start()
+            t.join(10)
+        with contextlib.suppress(ValueError):
+            m.boom()
+        return True
+
+    patch = hotfix.apply(m, checks=[unrelated_failures], probation=0.05)
+    assert patch.status == "applied" and m.target(1) == 3

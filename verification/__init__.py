@@ -16,7 +16,7 @@ from ._analysis import (
 )
 from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
 from ._impact import Dependent, Impact, ThreadImpact
-from ._model import ModuleModel, build_model, iter_code_tree, same_semantics, strip_lines
+from ._model import CodeSet, ModuleModel, build_model, iter_code_tree, same_semantics, strip_lines
 from ._report import SCHEMA_VERSION, UNCHANGED, VERDICTS, Report, SourceSection
 from ._source import (
     Baseline,
@@ -32,6 +32,7 @@ __all__ = [
     "AddDefinition",
     "Analysis",
     "BLOCKED",
+    "CodeSet",
     "Baseline",
     "FileState",
     "Dependent",

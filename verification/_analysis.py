@@ -36,6 +36,7 @@ from ._impact import (
 from ._live import functions_named, unwrap_functions
 from ._model import (
     ClassDef,
+    CodeSet,
     FunctionDef,
     ModuleModel,
     Scope,
@@ -64,6 +65,7 @@ class ModifyFunction:
     annotations_changed: bool
     doc_changed: bool
     replace: bool  # identity cannot be kept (closure or decorators changed): re-create
+    line_only: bool = False  # same semantics, only line numbers moved
 
 
 @attrs.frozen(eq=False)
@@ -191,7 +193,7 @@ _RESUMABLE = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, iterable corou
 
 
 def _impact(module: types.ModuleType, differ: _Differ, thread_states, heap_scan: bool) -> tuple[Impact, tuple]:
-    replaced: set[types.CodeType] = set()
+    replaced = CodeSet()
     changed_names: dict[str, str] = {}
     classes: dict[str, type] = {}
     caches = []
@@ -226,7 +228,7 @@ def _impact(module: types.ModuleType, differ: _Differ, thread_states, heap_scan:
             classes[cls.__qualname__] = cls
     # Heap scans only where they can find something: classes changed / generator code changed.
     instances = count_instances(classes.values()) if ((heap_scan and classes) or layout or inits) else None
-    resumable = {c for c in replaced if c.co_flags & _RESUMABLE}
+    resumable = CodeSet(c for c in replaced if c.co_flags & _RESUMABLE)
     if not heap_scan:
         generators = None  # not looked for
     elif resumable:
@@ -349,7 +351,8 @@ class _Differ:
             # Same text: same code, defaults, decorators. At most the lines moved.
             if any(f.__code__ != new.code for f in live) or (self.offline and old.code != new.code):
                 self.add("line-shift", q, f"{q} moved from line {old_code.co_firstlineno} to {new.code.co_firstlineno}")
-                self.changes.append(ModifyFunction(prefix, new, old, tuple(live), True, False, False, False, False))
+                self.changes.append(ModifyFunction(prefix, new, old, tuple(live), True, False, False, False, False,
+                                                   line_only=True))
             return
         code_changed = any(f.__code__ != new.code for f in live) or old_code != new.code
         semantic = not same_semantics(old_code, new.code)
@@ -387,7 +390,8 @@ class _Differ:
             self.add("line-shift", q, f"{q} moved from line {old_code.co_firstlineno} to {new.code.co_firstlineno}")
         if code_changed or defaults_changed or annotations_changed or doc_changed or replace:
             self.changes.append(ModifyFunction(prefix, new, old, tuple(live), code_changed, defaults_changed,
-                                               annotations_changed, doc_changed, replace))
+                                               annotations_changed, doc_changed, replace,
+                                               line_only=code_changed and not semantic))
 
     def live_functions(self, value: object, new: FunctionDef, old: FunctionDef | None) -> list[types.FunctionType]:
         if value is None:

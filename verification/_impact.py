@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from ._model import CodeSet
+
 
 @attrs.frozen
 class ThreadImpact:
@@ -80,7 +82,7 @@ class Impact:
         return out
 
 
-def thread_impact(codes: set[types.CodeType], states: dict[int, str] | None) -> tuple[ThreadImpact, ...]:
+def thread_impact(codes: CodeSet, states: dict[int, str] | None) -> tuple[ThreadImpact, ...]:
     if not codes:
         return ()
     states = states or {}
@@ -100,7 +102,7 @@ def thread_impact(codes: set[types.CodeType], states: dict[int, str] | None) -> 
     return tuple(found)
 
 
-def suspended_generators(codes: set[types.CodeType]) -> tuple[tuple[str, int], ...]:
+def suspended_generators(codes: CodeSet) -> tuple[tuple[str, int], ...]:
     counts: dict[str, int] = {}
     for obj in gc.get_objects():
         if isinstance(obj, types.GeneratorType | types.CoroutineType | types.AsyncGeneratorType):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import attrs
 
@@ -345,6 +345,39 @@ def bound_names(node: ast.stmt) -> set[str]:
 
     visit(node)
     return names
+
+
+class CodeSet:
+    """A set of code objects by *identity*.
+
+    ``CodeType.__eq__`` ignores the file name, so a plain set would treat an
+    identical function in another module as the same code (and, say, refuse
+    a patch because an unrelated thread runs that twin).
+    """
+
+    __slots__ = ("_codes",)
+
+    def __init__(self, codes: Iterable[types.CodeType] = ()) -> None:
+        self._codes: dict[int, types.CodeType] = {id(c): c for c in codes}  # values keep ids valid
+
+    def add(self, code: types.CodeType) -> None:
+        self._codes[id(code)] = code
+
+    def update(self, codes: Iterable[types.CodeType]) -> None:
+        for c in codes:
+            self._codes[id(c)] = c
+
+    def discard(self, code: types.CodeType) -> None:
+        self._codes.pop(id(code), None)
+
+    def __contains__(self, code: object) -> bool:
+        return self._codes.get(id(code)) is code
+
+    def __iter__(self) -> Iterator[types.CodeType]:
+        return iter(list(self._codes.values()))
+
+    def __len__(self) -> int:
+        return len(self._codes)
 
 
 def strip_lines(code: types.CodeType) -> types.CodeType:
