@@ -22,6 +22,7 @@ default algorithm), ``ipython-full`` (its ``superreload`` only), ``jurigged``
 
 from __future__ import annotations
 
+import abc
 import bisect
 import gc
 import importlib
@@ -40,7 +41,7 @@ pc = time.perf_counter
 # --------------------------------------------------------------------------- engines
 
 
-class Engine:
+class Engine(abc.ABC):
     name = "?"
 
     def before_import(self) -> None:
@@ -49,9 +50,9 @@ class Engine:
     def after_import(self, module) -> None:
         """Runs after the app is imported, before any edit."""
 
+    @abc.abstractmethod
     def apply(self, module) -> dict:
         """Adopt the file on disk; return extra facts (stall, verdict)."""
-        raise NotImplementedError
 
 
 class Hotfix(Engine):
