@@ -44,10 +44,10 @@ pc = time.perf_counter
 class Engine(abc.ABC):
     name = "?"
 
-    def before_import(self) -> None:
+    def before_import(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Runs before the app is imported (hotfix.install())."""
 
-    def after_import(self, module) -> None:
+    def after_import(self, module) -> None:  # noqa: B027 - optional hook, empty by default
         """Runs after the app is imported, before any edit."""
 
     @abc.abstractmethod
