@@ -88,6 +88,11 @@ def test_incremental_model_equals_full_parse(seed):
             assert model.segment(e) == full.segment(next(x for x in full.scope.entries if x.node.lineno == e.node.lineno + e.offset))
             assert ast.dump(e.located, include_attributes=True) == ast.dump(
                 next(x for x in full.scope.entries if x.node.lineno == e.node.lineno + e.offset).node, include_attributes=True)
+        # the other direction, as the first dry run does it: the running version derived from the
+        # new one, with the code object kept at import instead of a compile
+        back_text = "".join(previous.lines)
+        back = build_model_incremental(back_text, "m.py", model, compile(back_text, "m.py", "exec", dont_inherit=True))
+        assert shape(back) == shape(build_model(back_text, "m.py"))
         previous = model  # chains of incremental models, offsets accumulating
     assert incremental_used > 10
 

@@ -44,6 +44,7 @@ from ._model import (
     build_model,
     cached_model,
     iter_code_tree,
+    peek_model,
     same_semantics,
 )
 from ._report import Report, SourceSection
@@ -157,15 +158,8 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
     section = SourceSection(path, base_state, source.state)
     if baseline is not None and baseline.state.sha256 == source.state.sha256:
         return Analysis(module, Report.build(name, section, []), source, None, None, ())
-    old = None
-    if baseline is not None:
-        try:
-            old = cached_model(baseline.text, path, baseline.state.sha256, code=baseline.code)
-        except (SyntaxError, ValueError):  # the running source always compiled; be safe anyway
-            old = None
     try:
-        # memoised: if this version is applied it becomes the next baseline
-        new = cached_model(source.text, path, source.state.sha256, previous=old)
+        old, new = _models(baseline, source, path)
     except (SyntaxError, ValueError) as exc:
         where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
         msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
@@ -243,6 +237,34 @@ def _impact(module: types.ModuleType, differ: _Differ, thread_states, heap_scan:
         caches=tuple(caches),
     )
     return impact, dependents(module, changed_names)
+
+
+def _models(baseline: Baseline | None, source: SourceFile, path: str) -> tuple[ModuleModel | None, ModuleModel]:
+    """The running and the disk version's models; raises ``SyntaxError`` for the disk version.
+
+    Models are memoised by content. Whichever side is already known is the
+    base for an incremental parse of the other: usually the running
+    version's model exists (from an earlier dry run) and only the changed
+    region of the new text is parsed. The first time, the new text is
+    parsed in full (a broken file fails fast) and the running version is
+    derived from it, reusing the code object kept at import.
+    """
+    new_sha = source.state.sha256
+    if baseline is None:
+        return None, cached_model(source.text, path, new_sha)
+    old = peek_model(path, baseline.state.sha256)
+    if old is not None or baseline.code is None:
+        try:
+            old = old or cached_model(baseline.text, path, baseline.state.sha256)
+        except (SyntaxError, ValueError):  # the running source compiled once; be safe anyway
+            old = None
+        return old, cached_model(source.text, path, new_sha, previous=old)
+    new = cached_model(source.text, path, new_sha)
+    try:
+        old = cached_model(baseline.text, path, baseline.state.sha256, previous=new, code=baseline.code)
+    except (SyntaxError, ValueError):
+        old = None
+    return old, new
 
 
 REASON_NO_BASELINE = (

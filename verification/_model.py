@@ -142,7 +142,13 @@ def _codes_by_position(code: types.CodeType) -> dict[tuple[str, int], types.Code
     return codes
 
 
-def build_model_incremental(text: str, path: str, previous: ModuleModel | None) -> ModuleModel:
+def peek_model(path: str, sha256: str) -> ModuleModel | None:
+    """The memoised model of this content, if there is one (builds nothing)."""
+    return _cache.get((path, sha256))
+
+
+def build_model_incremental(text: str, path: str, previous: ModuleModel | None,
+                            code: types.CodeType | None = None) -> ModuleModel:
     """Like ``build_model``, re-parsing only the top-level statements that changed.
 
     Building a Python AST (``ast.parse``) costs more than compiling the same
@@ -157,8 +163,9 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None) 
     back to a full parse.
     """
     if previous is None:
-        return build_model(text, path)
-    code = compile(text, path, "exec", dont_inherit=True)
+        return build_model(text, path, code)
+    if code is None:
+        code = compile(text, path, "exec", dont_inherit=True)
     new_lines = text.splitlines(keepends=True)
     old_lines = previous.lines
     n_old, n_new = len(old_lines), len(new_lines)
@@ -186,7 +193,7 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None) 
     try:
         middle = ast.parse("".join(new_lines[start - 1 : stop]), filename=path).body if stop >= start else []
     except (SyntaxError, ValueError):
-        return build_model(text, path)  # region boundaries did not hold: parse it all
+        return build_model(text, path, code)  # region boundaries did not hold: parse it all
     for node in middle:
         ast.increment_lineno(node, start - 1)
     codes = _codes_by_position(code)
@@ -194,7 +201,7 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None) 
     kept_tail = _rebase(entries[tail:], delta, codes)
     fresh = _build_scope(middle, "", codes).entries
     if kept_head is None or kept_tail is None:
-        return build_model(text, path)
+        return build_model(text, path, code)
     scope = _rekey(Scope("", tuple(kept_head) + fresh + tuple(kept_tail)))
     return ModuleModel(path=path, text=text, code=code, scope=scope, lines=new_lines, incremental=True)
 
@@ -259,7 +266,10 @@ def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None
     key = (path, sha256)
     model = _cache.pop(key, None)
     if model is None:
-        model = build_model(text, path, code) if code is not None else build_model_incremental(text, path, previous)
+        if previous is not None:
+            model = build_model_incremental(text, path, previous, code)
+        else:
+            model = build_model(text, path, code)
     _cache[key] = model  # most recently used last
     while len(_cache) > _CACHE_SIZE:
         del _cache[next(iter(_cache))]
