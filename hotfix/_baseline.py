@@ -7,14 +7,23 @@ the file once (stat and bytes from one open file), records the baseline and
 compiles *those bytes*. It never uses ``__pycache__``: a ``.pyc`` is trusted
 by mtime and size, and an edit that keeps both would make the running code
 differ from the recorded source. The cost is a compile per import after
-``install()``; see the README's caveats.
+``install()``, unless a *code cache* is configured: compiled code stored by
+content (sha256 of the source bytes, the file's path, the interpreter's
+cache tag and optimisation level), so it can never be stale the way a
+``.pyc`` can. The cache directory must belong to this user and be closed
+to others (loading code from a directory others can write is code
+injection); otherwise it is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import importlib.util
+import logging
+import marshal
 import os
+import stat
 import sys
 import threading
 import types
@@ -23,6 +32,63 @@ from verification import Baseline, FileState, sha256_hex
 
 _lock = threading.Lock()
 _baselines: dict[str, Baseline] = {}
+_code_cache: str | None = None
+_log = logging.getLogger("hotfix")
+
+
+def set_code_cache(directory: str | os.PathLike[str] | None) -> None:
+    """Use ``directory`` as the content-addressed code cache (``None``: no cache).
+
+    Created 0700 if missing. Raises ``ValueError`` if it is not a directory
+    owned by this user and closed to group and others.
+    """
+    global _code_cache
+    if directory is None:
+        _code_cache = None
+        return
+    path = os.fspath(directory)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ValueError(f"code cache {path} must be a directory owned by uid {os.getuid()} "
+                         "and not writable by group or others")
+    _code_cache = path
+
+
+def _cache_file(path: str, sha256: str) -> str | None:
+    directory = _code_cache
+    if directory is None:
+        return None
+    key = hashlib.sha256(f"{path}\0{sha256}\0{sys.implementation.cache_tag}\0{sys.flags.optimize}".encode())
+    return os.path.join(directory, key.hexdigest() + ".code")
+
+
+def _cached_code(cache_file: str | None) -> types.CodeType | None:
+    if cache_file is None:
+        return None
+    try:
+        with open(cache_file, "rb") as fh:
+            code = marshal.loads(fh.read())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    return code if isinstance(code, types.CodeType) else None
+
+
+def _store_code(cache_file: str | None, code: types.CodeType) -> None:
+    if cache_file is None:
+        return
+    tmp = f"{cache_file}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(marshal.dumps(code))
+        os.replace(tmp, cache_file)  # atomic: readers see all of it or nothing
+    except OSError as exc:
+        _log.debug("code cache not written (%s)", exc)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def get_baseline(name: str) -> Baseline | None:
@@ -46,9 +112,14 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             data = fh.read()
-        code = self.source_to_code(data, path)  # raises SyntaxError like the normal loader
+        sha = sha256_hex(data)
+        cache_file = _cache_file(path, sha)
+        code = _cached_code(cache_file)
+        if code is None:
+            code = self.source_to_code(data, path)  # raises SyntaxError like the normal loader
+            _store_code(cache_file, code)
         text = importlib.util.decode_source(data)
-        state = FileState(path=path, mtime_ns=st.st_mtime_ns, size=len(data), sha256=sha256_hex(data))
+        state = FileState(path=path, mtime_ns=st.st_mtime_ns, size=len(data), sha256=sha)
         set_baseline(fullname, Baseline(state=state, text=text, code=code))
         return code
 
@@ -75,12 +146,18 @@ class BaselineFinder:
         return None
 
 
-def install() -> None:
+def install(*, code_cache: str | os.PathLike[str] | None = None) -> None:
     """Record a baseline for every module imported from a ``.py`` file from now on.
+
+    ``code_cache``: a directory for content-addressed compiled code, so
+    imports after ``install()`` do not recompile unchanged files (see the
+    module docstring; ``hotfix.configure(code_cache=None)`` turns it off).
 
     Idempotent. Modules imported earlier still work: they are compared
     through their live code objects (see the README).
     """
+    if code_cache is not None:
+        set_code_cache(code_cache)
     with _lock:
         if not any(isinstance(f, BaselineFinder) for f in sys.meta_path):
             sys.meta_path.insert(0, BaselineFinder())

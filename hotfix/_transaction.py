@@ -40,7 +40,7 @@ from verification import (
 )
 
 from ._audit import audit, configure_audit
-from ._baseline import get_baseline
+from ._baseline import get_baseline, set_code_cache
 from ._exceptions import PatchRejected, PatchRolledBack
 from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
@@ -84,14 +84,17 @@ class _PatchLog(logging.LoggerAdapter):
 _UNSET: object = object()
 
 
-def configure(*, audit_log: object = _UNSET, rollback_depth: int | None = None,
+def configure(*, audit_log: object = _UNSET, code_cache: object = _UNSET, rollback_depth: int | None = None,
               history_limit: int | None = None) -> None:
     """Process-wide settings. ``audit_log``: path of an append-only JSONL file (``None`` turns it off);
-    ``rollback_depth``: how many applied patches stay rollback-able; ``history_limit``:
-    records ``history()`` keeps in memory."""
+    ``code_cache``: directory of the content-addressed code cache used by imports after
+    ``install()`` (``None`` turns it off); ``rollback_depth``: how many applied patches stay
+    rollback-able; ``history_limit``: records ``history()`` keeps in memory."""
     global ROLLBACK_DEPTH, HISTORY_LIMIT
     if audit_log is not _UNSET:
         configure_audit(audit_log)  # type: ignore[arg-type]
+    if code_cache is not _UNSET:
+        set_code_cache(code_cache)  # type: ignore[arg-type]
     if rollback_depth is not None:
         if rollback_depth < 1:
             raise ValueError("rollback_depth must be at least 1")
