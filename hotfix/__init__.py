@@ -5,7 +5,7 @@ place (identities kept), watch a probation window, roll back by itself.
 """
 
 from ._baseline import install, installed, uninstall
-from ._exceptions import HotfixError, PatchRejected, PatchRolledBack
+from ._exceptions import HotfixError, PatchRejected, PatchRolledBack, RollbackIncomplete
 from ._records import Patch, Rollback, SwapEvent
 from ._signal import SignalHandle, install_signal_handler, stale_modules
 from ._transaction import apply, configure, dry_run, history, rollback
@@ -17,6 +17,7 @@ __all__ = [
     "PatchRejected",
     "PatchRolledBack",
     "Rollback",
+    "RollbackIncomplete",
     "SignalHandle",
     "SwapEvent",
     "WatchEvent",

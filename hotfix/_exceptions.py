@@ -42,3 +42,17 @@ class PatchRolledBack(HotfixError):
     def __init__(self, message: str, report: Any = None, failure: Any = None, **details: Any) -> None:
         super().__init__(message, report, **details)
         self.failure = failure
+
+
+class RollbackIncomplete(HotfixError):
+    """Raised when undoing a patch could not restore every object.
+
+    hotfix restores entry by entry and keeps going past a failure, so all
+    that could be restored was; ``failures`` lists what could not (an
+    object that refused an attribute, a hook that raised). The process may
+    mix old and new code: restart it. This should never happen; report it.
+    """
+
+    def __init__(self, message: str, report: Any = None, failures: tuple[str, ...] = (), **details: Any) -> None:
+        super().__init__(message, report, **details)
+        self.failures = failures

@@ -59,6 +59,14 @@ class SwapError(Exception):
     """Internal: the swap failed; the undo log has everything to restore."""
 
 
+class UndoIncomplete(Exception):
+    """Internal: some undo entries failed; ``failures`` says which (the rest were restored)."""
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__("; ".join(failures))
+        self.failures = tuple(failures)
+
+
 class UndoLog:
     """Every mutation of the swap, in order, with the value it replaced."""
 
@@ -115,7 +123,7 @@ class UndoLog:
                 errors.append(f"{kind} {name}: {exc!r}")
         self._entries.clear()
         if errors:
-            raise RuntimeError("rollback could not restore: " + "; ".join(errors))
+            raise UndoIncomplete(errors)
 
 
 class Swapper:

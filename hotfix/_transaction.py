@@ -41,10 +41,10 @@ from verification import (
 
 from ._audit import audit, configure_audit
 from ._baseline import get_baseline, set_code_cache
-from ._exceptions import PatchRejected, PatchRolledBack
+from ._exceptions import PatchRejected, PatchRolledBack, RollbackIncomplete
 from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
-from ._swap import Swapper, UndoLog, verify_swapped
+from ._swap import Swapper, UndoIncomplete, UndoLog, verify_swapped
 
 DEFAULT_PROBATION = 3.0
 _FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, f).compiler_flag for f in __future__.all_feature_names))
@@ -186,6 +186,13 @@ def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, a
         plog = _PatchLog(_log, {"patch_id": entry.patch.id})
         try:
             stall = _undo_under_pause(entry.undo, timeout)
+        except UndoIncomplete as exc:
+            with _state_lock:
+                _applied.remove(entry)
+            audit("rollback-incomplete", entry.patch.id, actor, outcome="inconsistent", failures=list(exc.failures))
+            raise RollbackIncomplete(
+                f"rollback of {entry.patch.id} could not restore {len(exc.failures)} object(s) ({exc});"
+                " the process may mix old and new code, restart it.", failures=exc.failures) from None
         except safepoints.PauseTimeout as exc:
             audit("rollback-rejected", entry.patch.id, actor, outcome="pause-timeout", reason=str(exc))
             raise PatchRejected(f"rollback of {entry.patch.id} refused: workers did not park within {timeout}s ({exc}); try again.") from None
@@ -264,6 +271,18 @@ class _Transaction:
         self.log.warning("rejected: %s", message)
         return PatchRejected(message, self.report, patch_id=self.id, **details)
 
+    def undo_or_fail(self, undo: UndoLog, reason: str, cause: BaseException | None = None) -> None:
+        """Undo everything; if some entry cannot be restored, say so loudly: restart is the way out."""
+        try:
+            undo.undo()
+        except UndoIncomplete as exc:
+            self.audit("rollback-incomplete", outcome="inconsistent", reason=reason, failures=list(exc.failures))
+            self.log.critical("could not restore everything after %s: %s", reason, exc)
+            raise RollbackIncomplete(
+                f"{', '.join(self.names)}: undoing the patch after {reason} could not restore {len(exc.failures)} object(s)"
+                f" ({exc}); the process may mix old and new code, restart it.",
+                self.report, failures=exc.failures, patch_id=self.id) from cause
+
     def run(self, checks, probation, timeout, allow_risky, pins, expected) -> Patch:
         started = time.time()
         states = _worker_states()
@@ -307,7 +326,7 @@ class _Transaction:
                     if problems:
                         raise RuntimeError("; ".join(problems))
                 except BaseException as exc:
-                    undo.undo()
+                    self.undo_or_fail(undo, "swap-failed", exc)
                     raise self.reject(
                         f"{who} was not patched: {type(exc).__name__} during the swap: {exc}; nothing was changed, fix the source and try again.",
                         "swap-failed", error=exc) from exc
@@ -323,7 +342,16 @@ class _Transaction:
         patch = attrs.evolve(patch, finished_at=finished, probation_seconds=finished - applied_at)
         if failure is not None:
             reason, detail, exc, formatted = failure
-            rb_stall = _automatic_undo(undo, max(timeout, 1.0), self.log)
+            try:
+                rb_stall = _automatic_undo(undo, max(timeout, 1.0), self.log)
+            except UndoIncomplete as incomplete:
+                undo = UndoLog()  # everything restorable was restored; report what was not
+                self.audit("rollback-incomplete", outcome="inconsistent", reason=reason,
+                           failures=list(incomplete.failures))
+                raise RollbackIncomplete(
+                    f"{who} was patched and the automatic rollback after {reason} could not restore"
+                    f" {len(incomplete.failures)} object(s) ({incomplete}); restart the process.",
+                    self.report, failures=incomplete.failures, patch_id=self.id) from exc
             _record(patch)
             _record(Rollback(self.id, self.names, reason, detail, rb_stall, time.time()))
             self.audit("rolled-back", outcome="rolled-back", reason=reason, detail=detail, stall_seconds=rb_stall)

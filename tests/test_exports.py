@@ -9,7 +9,7 @@ import verification
 
 PUBLIC = {
     hotfix: {
-        "HotfixError", "Patch", "PatchRejected", "PatchRolledBack", "Rollback", "SignalHandle", "SwapEvent",
+        "HotfixError", "Patch", "PatchRejected", "PatchRolledBack", "Rollback", "RollbackIncomplete", "SignalHandle", "SwapEvent",
         "WatchEvent", "Watcher", "apply", "configure", "dry_run", "history", "install", "install_signal_handler",
         "installed", "rollback", "stale_modules", "uninstall", "watch",
     },
@@ -47,7 +47,7 @@ def test_no_private_module_leaks_a_public_name():
 
 
 def test_exceptions_derive_from_hotfix_error_and_document_themselves():
-    for exc in (hotfix.PatchRejected, hotfix.PatchRolledBack):
+    for exc in (hotfix.PatchRejected, hotfix.PatchRolledBack, hotfix.RollbackIncomplete):
         assert issubclass(exc, hotfix.HotfixError)
         assert "Raised" in exc.__doc__
     assert "raised" in safepoints.PauseTimeout.__doc__.lower()

@@ -290,3 +290,36 @@ def test_probation_watches_only_what_the_patch_changed(modules):
 
     patch = hotfix.apply(m, checks=[unrelated_failures], probation=0.05)
     assert patch.status == "applied" and m.target(1) == 3
+
+
+def test_undo_keeps_restoring_past_a_failing_entry():
+    class Holder:
+        pass
+
+    a, b = Holder(), Holder()
+    a.x, b.x = 1, 1
+    log = _swap.UndoLog()
+    log.set_attr(a, "x", 2)
+    log.call(lambda: None, lambda: (_ for _ in ()).throw(OSError("cannot restore")))
+    log.set_attr(b, "x", 2)
+    with pytest.raises(_swap.UndoIncomplete, match="cannot restore"):
+        log.undo()
+    assert (a.x, b.x) == (1, 1)  # both restored around the failure
+
+
+def test_incomplete_undo_after_a_failed_swap_says_restart(modules, monkeypatch):
+    m = modules.create("def f():\n    return 1\n\ndef g():\n    return 1\n")
+    old_f = m.f.__code__
+    modules.write(m, "def f():\n    return 2\n\ndef g():\n    return 2\n")
+    real_run = _swap.Swapper.run
+
+    def run_then_break(self):
+        real_run(self)
+        self.undo.call(lambda: None, lambda: (_ for _ in ()).throw(OSError("stuck")))
+        raise RuntimeError("injected after the swap")
+
+    monkeypatch.setattr(_swap.Swapper, "run", run_then_break)
+    with pytest.raises(hotfix.RollbackIncomplete, match="restart") as info:
+        hotfix.apply(m, probation=0)
+    assert "stuck" in info.value.failures[0]
+    assert m.f.__code__ is old_f  # everything else was restored
