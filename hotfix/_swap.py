@@ -375,8 +375,10 @@ class Swapper:
         if not isinstance(value, _SHARED_IMMUTABLES):
             return True
         base = get_baseline(other_name)
-        return base is not None and f"from {self.name} import" in base.text or (
-            base is not None and f"from .{self.name.rpartition('.')[2]} import" in base.text)
+        if base is None:
+            return False
+        relative = f"from .{self.name.rpartition('.')[2]} import"
+        return f"from {self.name} import" in base.text or relative in base.text
 
     def adopt_baseline(self) -> None:
         old = get_baseline(self.name)
