@@ -31,11 +31,22 @@ import sys
 import threading
 import traceback
 import types
+import warnings
 from collections.abc import Iterable
 
 from verification import CodeSet
 
-_PROBE = "__hotfix_probation__"
+_PLACEHOLDER = "__hotfix_probe_placeholder__"
+_active: ProbationWatch | None = None  # the watch the twins report to (one transaction at a time)
+
+
+def _probe(exc: BaseException) -> None:
+    """Called by an instrumented twin's handler. Bound into the twin as a constant, never looked
+    up by name: a frame still running a twin after probation ends calls it harmlessly."""
+    watch = _active
+    if watch is not None:
+        code = sys._getframe(1).f_code
+        watch._record(exc, f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})")
 
 _CONTROL_FLOW = (StopIteration, StopAsyncIteration, GeneratorExit)
 _TOOL_NAME = "hotfix-probation"
@@ -49,7 +60,6 @@ class ProbationWatch:
         self.codes = CodeSet(codes)  # by identity: an identical function elsewhere is not ours
         # (function, verified code, instrumented twin): used where sys.monitoring is missing
         self.twins = list(twins)
-        self._injected: list[dict] = []
         self.ignore = _CONTROL_FLOW + tuple(expected)
         self.failed = threading.Event()
         self.failure: BaseException | None = None
@@ -134,26 +144,20 @@ class ProbationWatch:
 
     # -- instrumented twins (3.11)
 
-    def _probe(self, exc: BaseException) -> None:
-        code = sys._getframe(1).f_code
-        self._record(exc, f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})")
-
     def _start_twins(self) -> None:
+        global _active
+        _active = self
         for func, verified, twin in self.twins:
-            g = func.__globals__
-            if _PROBE not in g:
-                g[_PROBE] = self._probe
-                self._injected.append(g)
             if func.__code__ is verified:
                 func.__code__ = twin
 
     def _stop_twins(self) -> None:
+        global _active
         for func, verified, twin in self.twins:
             if func.__code__ is twin:
                 func.__code__ = verified
-        for g in self._injected:
-            g.pop(_PROBE, None)
-        self._injected.clear()
+        if _active is self:
+            _active = None
 
     # -- context manager
 
@@ -194,7 +198,7 @@ def instrumented_twin(node: ast.FunctionDef | ast.AsyncFunctionDef, scope: str, 
     handler = ast.ExceptHandler(
         type=ast.Name("BaseException", ast.Load()),
         name=exc_name,
-        body=[ast.Expr(ast.Call(ast.Name(_PROBE, ast.Load()), [ast.Name(exc_name, ast.Load())], [])),
+        body=[ast.Expr(ast.Call(ast.Constant(_PLACEHOLDER), [ast.Name(exc_name, ast.Load())], [])),
               ast.Raise()],
     )
     wrapped = ast.Try(body=fn.body, handlers=[handler], orelse=[], finalbody=[])
@@ -208,13 +212,19 @@ def instrumented_twin(node: ast.FunctionDef | ast.AsyncFunctionDef, scope: str, 
         stmt = ast.copy_location(ast.ClassDef(name=cls, bases=[], keywords=[], body=[stmt], decorator_list=[], **extra), node)
     module = ast.fix_missing_locations(ast.Module(body=[stmt], type_ignores=[]))
     try:
-        code = compile(module, path, "exec", flags=flags, dont_inherit=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # "'str' object is not callable": replaced below
+            code = compile(module, path, "exec", flags=flags, dont_inherit=True)
     except (SyntaxError, ValueError):
         return None
     stack = [code]
     while stack:
         c = stack.pop()
         if c.co_qualname == verified.co_qualname and c.co_name == verified.co_name and c is not code:
-            return c if c.co_freevars == verified.co_freevars else None
+            if c.co_freevars != verified.co_freevars:
+                return None
+            # the probe goes in as a constant: no global name to look up (or to vanish mid-call)
+            return c.replace(co_consts=tuple(_probe if type(k) is str and k == _PLACEHOLDER else k
+                                             for k in c.co_consts))
         stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
     return None

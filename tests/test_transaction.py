@@ -323,3 +323,30 @@ def test_incomplete_undo_after_a_failed_swap_says_restart(modules, monkeypatch):
         hotfix.apply(m, probation=0)
     assert "stuck" in info.value.failures[0]
     assert m.f.__code__ is old_f  # everything else was restored
+
+
+def test_a_frame_still_in_patched_code_after_probation_sees_no_trace_of_it(modules):
+    """On 3.11 the probation twin may still be running when probation ends: it must behave exactly."""
+    source = "def work(inside, release):\n    inside.set()\n    release.wait(10)\n    raise KeyError('{v}')\n"
+    m = modules.create(source.replace("{v}", "old"))
+    modules.write(m, source.replace("{v}", "new"))
+    inside, release = threading.Event(), threading.Event()
+    caught: list[BaseException] = []
+
+    def worker():
+        try:
+            m.work(inside, release)
+        except KeyError as exc:
+            caught.append(exc)
+
+    t = threading.Thread(target=worker, daemon=True)
+
+    def start_worker_inside_patched_code():
+        t.start()
+        return inside.wait(10)
+
+    patch = hotfix.apply(m, checks=[start_worker_inside_patched_code], probation=0.01)
+    assert patch.status == "applied"
+    release.set()  # now it raises, after probation ended
+    t.join(10)
+    assert [str(e) for e in caught] == ["'new'"]
