@@ -253,7 +253,10 @@ def located(node: ast.AST, offset: int) -> ast.AST:
 
 
 _cache: dict[tuple[str, str], ModuleModel] = {}
-_CACHE_SIZE = 32
+#: A parsed model weighs about 100x its source text (the AST); the cache keeps recently
+#: used models within this estimate, and always the two most recent (running + disk).
+_CACHE_BUDGET = 64 * 1024 * 1024
+_MODEL_WEIGHT = 100
 
 
 def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None = None,
@@ -271,7 +274,7 @@ def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None
         else:
             model = build_model(text, path, code)
     _cache[key] = model  # most recently used last
-    while len(_cache) > _CACHE_SIZE:
+    while len(_cache) > 2 and sum(len(m.text) for m in _cache.values()) * _MODEL_WEIGHT > _CACHE_BUDGET:
         del _cache[next(iter(_cache))]
     return model
 
