@@ -129,7 +129,8 @@ class UndoLog:
 class Swapper:
     """Applies one module's ``Analysis`` through an ``UndoLog``."""
 
-    def __init__(self, analysis: Analysis, undo: UndoLog) -> None:
+    def __init__(self, analysis: Analysis, undo: UndoLog,
+                 rebinds: list[tuple[str, dict, str, object]] | None = None) -> None:
         self.a = analysis
         self.module = analysis.module
         self.name = analysis.module.__name__
@@ -138,8 +139,8 @@ class Swapper:
         self.undo = undo
         self.events: list[SwapEvent] = []
         self.future_annotations = analysis.new.future_annotations
-        self.rebound: dict[str, object] = {}  # module-level name -> value it had before
         self.old_namespace = dict(self.g)  # what __hotfix_migrate__ receives
+        self.rebinds = rebinds if rebinds is not None else plan_rebinds(analysis)
 
     def event(self, action: str, qualname: str) -> None:
         self.events.append(SwapEvent(self.name, action, qualname))
@@ -154,8 +155,6 @@ class Swapper:
 
     def bind(self, scope: object, name: str, value: object) -> None:
         if isinstance(scope, types.ModuleType):
-            if name in self.g and name not in self.rebound:
-                self.rebound[name] = self.g[name]
             self.undo.set_item(self.g, name, value)
         else:
             self.undo.set_attr(scope, name, value)
@@ -357,34 +356,64 @@ class Swapper:
         self.undo.call(functools.partial(linecache.cache.__setitem__, self.path, entry), undo)
 
     def rebind_dependents(self) -> None:
-        """Modules that did ``from <this> import NAME`` get the new value of NAME."""
-        changed = {n: old for n, old in self.rebound.items() if self.g.get(n, _MISSING) is not old}
-        if not changed:
-            return
-        for other_name, other in list(sys.modules.items()):
-            ns = getattr(other, "__dict__", None)
-            if other is self.module or not isinstance(ns, dict):
-                continue
-            for n, old in changed.items():
-                if ns.get(n, _MISSING) is old and self.imports_from_us(other_name, old):
-                    self.undo.set_item(ns, n, self.g[n])
-                    self.event("rebind", f"{other_name}.{n}")
+        """Modules that did ``from <this> import NAME`` get the new value of NAME.
 
-    def imports_from_us(self, other_name: str, value: object) -> bool:
-        """Identity is enough for objects; small shared immutables need the import in the source."""
-        if not isinstance(value, _SHARED_IMMUTABLES):
-            return True
-        base = get_baseline(other_name)
-        if base is None:
-            return False
-        relative = f"from .{self.name.rpartition('.')[2]} import"
-        return f"from {self.name} import" in base.text or relative in base.text
+        The candidates were found before the pause (``plan_rebinds``); here
+        each is only re-checked (still holding the old object) and re-bound.
+        """
+        for other_name, ns, n, old in self.rebinds:
+            new = self.g.get(n, _MISSING)
+            if new is not old and new is not _MISSING and ns.get(n, _MISSING) is old:
+                self.undo.set_item(ns, n, new)
+                self.event("rebind", f"{other_name}.{n}")
 
     def adopt_baseline(self) -> None:
         old = get_baseline(self.name)
         new = Baseline(state=self.a.source.state, text=self.a.source.text, code=self.a.new.code)
         self.undo.call(functools.partial(set_baseline, self.name, new),
                        functools.partial(set_baseline, self.name, old))
+
+
+def plan_rebinds(analysis: Analysis) -> list[tuple[str, dict, str, object]]:
+    """Before the pause: which other modules hold, under the same name, a value the swap may re-bind.
+
+    One walk over ``sys.modules``, outside the pause so workers are not held
+    for it. Small shared immutables (``10`` is the same object everywhere)
+    count only where the other module's source imports from this one.
+    """
+    module = analysis.module
+    g = module.__dict__
+    names: set[str] = set()
+    for c in analysis.changes:
+        if getattr(c, "scope", None) != "":
+            continue
+        if isinstance(c, RunStatement):
+            names |= c.statement.names
+        elif isinstance(c, AddDefinition) or (isinstance(c, ModifyFunction) and c.replace):
+            names.add(c.new.name)
+    current = {n: g[n] for n in names if n in g}
+    if not current:
+        return []
+    found = []
+    for other_name, other in list(sys.modules.items()):
+        ns = getattr(other, "__dict__", None)
+        if other is module or not isinstance(ns, dict):
+            continue
+        for n, value in current.items():
+            if ns.get(n, _MISSING) is value and _imports_from(module.__name__, other_name, value):
+                found.append((other_name, ns, n, value))
+    return found
+
+
+def _imports_from(target: str, other_name: str, value: object) -> bool:
+    """Identity is enough for objects; small shared immutables need the import in the source."""
+    if not isinstance(value, _SHARED_IMMUTABLES):
+        return True
+    base = get_baseline(other_name)
+    if base is None:
+        return False
+    relative = f"from .{target.rpartition('.')[2]} import"
+    return f"from {target} import" in base.text or relative in base.text
 
 
 def _docstring(d: FunctionDef) -> str | None:

@@ -44,7 +44,7 @@ from ._baseline import get_baseline, set_code_cache
 from ._exceptions import PatchRejected, PatchRolledBack, RollbackIncomplete
 from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
-from ._swap import Swapper, UndoIncomplete, UndoLog, verify_swapped
+from ._swap import Swapper, UndoIncomplete, UndoLog, plan_rebinds, verify_swapped
 
 DEFAULT_PROBATION = 3.0
 _FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, f).compiler_flag for f in __future__.all_feature_names))
@@ -315,13 +315,14 @@ class _Transaction:
         self.log.info("applying %s (verdicts %s)", who, ", ".join(r.verdict for r in reports))
         undo = UndoLog()
         events: list[SwapEvent] = []
+        rebinds = [plan_rebinds(a) for a in work]  # the sys.modules walk, before workers are held
         try:
             with safepoints.pause(timeout=timeout) as held:
                 _wait_consistent(work, started + timeout, self)
                 _recheck_files(work, self)
                 try:
-                    for a in work:
-                        events.extend(Swapper(a, undo).run())
+                    for a, planned in zip(work, rebinds, strict=True):
+                        events.extend(Swapper(a, undo, planned).run())
                     problems = [p for a in work for p in verify_swapped(a)]
                     if problems:
                         raise RuntimeError("; ".join(problems))
