@@ -479,7 +479,7 @@ class Watcher:
         pin = report.source.disk.sha256 if report.source.disk is not None else None
         try:
             patch = apply(module, checks=self.checks, probation=self.probation, timeout=self.timeout,
-                          allow_risky=self.allow_risky, expect_sha256=pin)
+                          allow_risky=self.allow_risky, expect_sha256=pin, actor="file watcher")
         except PatchRolledBack as exc:
             _log.warning("%s was applied and rolled back: %s", name, exc.message)
             event = WatchEvent(name, path, "rolled-back", report.verdict, exc.details.get("patch_id"),

@@ -295,8 +295,13 @@ class Router:
             kwargs["timeout"] = timeout
         if "expect_sha256" in args:
             kwargs["expect_sha256"] = args["expect_sha256"]
+        kwargs["actor"] = f"admin endpoint ({record.get('remote') or 'local'})"
         try:
             patch = hotfix.apply(name, **kwargs)
+        except hotfix.RollbackIncomplete as exc:
+            record["outcome"] = "rollback-incomplete"
+            raise _Fail(500, "rollback-incomplete", exc.message, outcome="rollback-incomplete", module=name,
+                        failures=list(exc.failures), **_reports(exc.report)) from None
         except hotfix.PatchRolledBack as exc:
             record["patch_id"] = exc.details.get("patch_id")
             record["outcome"] = "rolled-back"
@@ -334,8 +339,13 @@ class Router:
                 raise _Fail(404, "unknown-module", f"patch {patch_id} touches {name}, which is not under the allowed prefixes.")
         record["module"] = ",".join(patches[patch_id].modules)
         timeout = args.get("timeout", self.timeout)
+        actor = f"admin endpoint ({record.get('remote') or 'local'})"
         try:
-            rb = hotfix.rollback(patch_id, **({"timeout": timeout} if timeout is not None else {}))
+            rb = hotfix.rollback(patch_id, actor=actor, **({"timeout": timeout} if timeout is not None else {}))
+        except hotfix.RollbackIncomplete as exc:
+            record["outcome"] = "rollback-incomplete"
+            raise _Fail(500, "rollback-incomplete", exc.message, outcome="rollback-incomplete", patch_id=patch_id,
+                        failures=list(exc.failures)) from None
         except hotfix.PatchRejected as exc:
             reason = "busy" if BUSY_TEXT in exc.message else "precondition"
             record["outcome"] = f"rejected:{reason}"
