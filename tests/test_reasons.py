@@ -185,3 +185,18 @@ def test_no_live_object_when_a_definition_was_deleted_at_runtime(modules):
     modules.write(m, "def f():\n    return 2\n\ndef g():\n    return 1\n")
     report = hotfix.dry_run(m)
     assert report.by_code("no-live-object") and report.verdict == "risky"
+
+
+def test_readme_table_lists_exactly_the_catalog():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("## Reason codes"):]
+    table = table[: table.index("\n## ", 1)]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) == 3 and cells[0] not in ("code", "---"):
+            for code in cells[0].split("/"):
+                rows[code.strip()] = cells[1]
+    assert rows == {code: severity for code, (severity, _) in verification.REASONS.items()}
