@@ -427,3 +427,25 @@ def test_sys_modules_entry_unchanged(modules):
     modules.write(m, V2)
     hotfix.apply(m, probation=0)
     assert sys.modules[m.__name__] is m
+
+
+def test_module_inside_a_package_with_relative_imports_and_reexports(modules):
+    import importlib
+    import uuid
+
+    pkg = f"hfpkg_{uuid.uuid4().hex[:8]}"
+    root = modules.dir / pkg
+    root.mkdir()
+    (root / "__init__.py").write_text("from .rules import LIMIT, price\n")
+    (root / "rules.py").write_text("LIMIT = 10\n\ndef price(q):\n    return q * 2\n")
+    (root / "shop.py").write_text("from . import rules\nfrom .rules import price\n\ndef total(q):\n    return price(q) + rules.LIMIT\n")
+    package = modules.load(pkg)
+    shop = importlib.import_module(f"{pkg}.shop")
+    modules.names.extend([f"{pkg}.rules", f"{pkg}.shop"])
+    rules = sys.modules[f"{pkg}.rules"]
+    (root / "rules.py").write_text("LIMIT = 20\n\ndef price(q):\n    return q * 3\n")
+    patch = hotfix.apply(f"{pkg}.rules", probation=0)
+    assert shop.total(1) == 23 and package.price(1) == 3 and package.LIMIT == 20
+    assert package.price is rules.price is shop.price
+    hotfix.rollback(patch.id)
+    assert shop.total(1) == 12 and package.LIMIT == 10
