@@ -449,3 +449,22 @@ def test_module_inside_a_package_with_relative_imports_and_reexports(modules):
     assert package.price is rules.price is shop.price
     hotfix.rollback(patch.id)
     assert shop.total(1) == 12 and package.LIMIT == 10
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["import dataclasses\n\n@dataclasses.dataclass\nclass P:\n    x: int = 1\n",
+     "import attrs\n\n@attrs.define\nclass P:\n    x: int = 1\n",
+     "import enum\n\nclass P(enum.Enum):\n    A = 1\n"],
+    ids=["dataclass", "attrs-slotted", "enum"],
+)
+def test_method_change_on_generated_classes_keeps_instances_and_identity(modules, header):
+    body = "\n    def m(self):\n        return {v}\n\n    def s(self):\n        return super().__repr__() is not None\n"
+    m = modules.create(header + body.replace("{v}", "1"))
+    cls = m.P
+    obj = next(iter(m.P)) if hasattr(m.P, "__members__") else m.P()
+    modules.write(m, header + body.replace("{v}", "2"))
+    report = hotfix.dry_run(m)
+    assert report.verdict == "safe", str(report)
+    hotfix.apply(m, probation=0)
+    assert m.P is cls and obj.m() == 2 and obj.s() is True
