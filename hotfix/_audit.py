@@ -31,10 +31,6 @@ def configure_audit(path: str | os.PathLike[str] | None) -> None:
             os.close(fd)
 
 
-def audit_path() -> Path | None:
-    return _path
-
-
 def _user() -> str:
     try:
         return getpass.getuser()

@@ -99,9 +99,6 @@ class UndoLog:
         do()
         self._entries.append(("call", undo, None, None))
 
-    def module_rebinds(self) -> list[tuple[dict, str, object]]:
-        return [(m, k, old) for kind, m, k, old in self._entries if kind == "item"]
-
     def undo(self) -> None:
         """Restore everything, newest first. Each entry is restored even if another fails."""
         errors = []
