@@ -38,8 +38,11 @@ loaded modules, non-recursively, and never the standard library or
 site-packages, so the cost stays at one watch per source directory. A
 module imported later from a new directory is not covered until
 ``Watcher.refresh()``. ``__main__`` cannot be patched and is not watched.
-Changes to several modules are acted on one module at a time; to patch a
-set as one unit, call ``hotfix.apply([...])`` yourself.
+*Several files in one burst* (a ``git pull``, a deploy copying a
+directory): the quiet period is shared, so every module touched by the
+burst becomes due together, and policy ``apply`` patches them as **one
+unit** (``hotfix.apply([...])``: one pause, all or nothing). If any of them
+is refused, none is applied: a deploy is never left half in.
 """
 
 from __future__ import annotations
@@ -243,7 +246,7 @@ class _ModuleIndex:
 class _Debouncer:
     """Per-key deadlines pushed back by every poke; one thread runs each due key once."""
 
-    def __init__(self, delay: float, action: Callable[[str, str], None]) -> None:
+    def __init__(self, delay: float, action: Callable[[list[tuple[str, str]]], None]) -> None:
         self.delay = delay
         self._action = action
         self._cond = threading.Condition()
@@ -259,7 +262,12 @@ class _Debouncer:
         with self._cond:
             if self._stopped:
                 return
-            self._due[key] = (time.monotonic() + self.delay, path)
+            deadline = time.monotonic() + self.delay
+            # One quiet period for the whole burst: files changed together are acted on together.
+            for other, (_, other_path) in list(self._due.items()):
+                self._due[other] = (deadline, other_path)
+            self._due.pop(key, None)  # re-inserted last: a batch runs in the order of last change
+            self._due[key] = (deadline, path)
             self._cond.notify()
 
     def pending(self) -> list[str]:
@@ -284,24 +292,23 @@ class _Debouncer:
                 if self._stopped:
                     return None
                 now = time.monotonic()
-                ready = sorted((t, k, p) for k, (t, p) in self._due.items() if t <= now)
+                ready = [(k, p) for k, (t, p) in self._due.items() if t <= now]
                 if ready:
-                    for _, key, _ in ready:
+                    for key, _ in ready:
                         del self._due[key]
-                    return [(k, p) for _, k, p in ready]
+                    return ready
                 timeout = min(t for t, _ in self._due.values()) - now if self._due else None
                 self._cond.wait(timeout)
 
     def _run(self) -> None:
         while (batch := self._next()) is not None:
-            for key, path in batch:
-                with self._cond:
-                    if self._stopped:
-                        return
-                try:
-                    self._action(key, path)
-                except BaseException:  # noqa: BLE001 - nothing may kill the watcher thread
-                    _log.exception("hotfix.watch: unexpected failure acting on %s", key)
+            with self._cond:
+                if self._stopped:
+                    return
+            try:
+                self._action(batch)
+            except BaseException:  # noqa: BLE001 - nothing may kill the watcher thread
+                _log.exception("hotfix.watch: unexpected failure acting on %s", ", ".join(k for k, _ in batch))
 
 
 # --------------------------------------------------------------------------- watcher
@@ -353,7 +360,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._watched: dict[str, bool] = {}  # directory -> recursive
         self._stopped = False
-        self._debouncer = _Debouncer(debounce, self._act)
+        self._debouncer = _Debouncer(debounce, self._act_batch)
         self._handler = _Handler(self)
         if polling:
             from watchdog.observers.polling import PollingObserver
@@ -461,6 +468,56 @@ class Watcher:
             self._debouncer.poke(name, _source)
 
     # -- actions (the debounce thread)
+
+    def _act_batch(self, batch: list[tuple[str, str]]) -> None:
+        """Everything that became due together: one module alone, or several as one unit."""
+        if self.policy == "dry-run" or len(batch) == 1:
+            for name, path in batch:
+                self._act(name, path)
+            return
+        reports = []
+        for name, path in batch:
+            module = sys.modules.get(name)
+            if module is None:
+                _log.debug("%s changed on disk but is no longer loaded", name)
+                continue
+            try:
+                report = dry_run(module)
+            except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
+                _log.exception("dry run of %s failed", name)
+                self._emit(WatchEvent(name, path, "error", error=f"{type(exc).__name__}: {exc}"))
+                continue
+            if report.verdict == UNCHANGED:
+                self._emit_report(name, path, report)
+            else:
+                reports.append((module, path, report))
+        if len(reports) == 1:
+            module, path, _ = reports[0]
+            self._act(module.__name__, path)
+            return
+        if not reports:
+            return
+        names = [m.__name__ for m, _, _ in reports]
+        pins = [r.source.disk.sha256 if r.source.disk is not None else "" for _, _, r in reports]
+        try:
+            patch = apply([m for m, _, _ in reports], checks=self.checks, probation=self.probation,
+                          timeout=self.timeout, allow_risky=self.allow_risky, expect_sha256=pins,
+                          actor="file watcher")
+        except PatchRolledBack as exc:
+            _log.warning("%s were applied as one unit and rolled back: %s", ", ".join(names), exc.message)
+            outcome = ("rolled-back", exc.details.get("patch_id"), exc.message)
+        except PatchRejected as exc:
+            _log.warning("%s were not applied (one unit, all or nothing): %s", ", ".join(names), exc.message)
+            outcome = ("rejected", None, exc.message)
+        except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
+            _log.exception("applying %s failed unexpectedly", ", ".join(names))
+            outcome = ("error", None, f"{type(exc).__name__}: {exc}")
+        else:
+            _log.info("%s %s as one unit: %s", ", ".join(names), patch.status, patch.id)
+            outcome = (patch.status, patch.id, None)
+        action, patch_id, error = outcome
+        for module, path, report in reports:
+            self._emit(WatchEvent(module.__name__, path, action, report.verdict, patch_id, error, report))
 
     def _act(self, name: str, path: str) -> None:
         module = sys.modules.get(name)

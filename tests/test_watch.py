@@ -326,3 +326,34 @@ def test_unloaded_module_is_ignored(modules, events):
         modules.write(sentinel, V2)
         events.wait_for(lambda e: e.module == sentinel.__name__)
     assert events.of(mod.__name__) == []
+
+
+def test_files_changed_in_one_burst_are_applied_as_one_unit(modules, events):
+    a = modules.create(V1)
+    b = modules.create(V1)
+    # a generous quiet period so no scheduling hiccup between the two writes splits the burst
+    with watch([modules.dir], policy="apply", debounce=1.0, probation=0, on_event=events):
+        modules.write(a, V2)
+        modules.write(b, V2)
+        first = events.wait_for(lambda e: e.module == a.__name__ and e.action != "unchanged")
+        second = events.wait_for(lambda e: e.module == b.__name__ and e.action != "unchanged")
+    assert first.action == second.action == "applied", (first, second)
+    assert first.patch_id == second.patch_id  # one patch: one pause, all or nothing
+    patch = next(h for h in hotfix.history() if getattr(h, "id", None) == first.patch_id)
+    assert set(patch.modules) == {a.__name__, b.__name__}
+    assert a.price(2) == b.price(2) == 6
+
+
+def test_one_broken_file_in_a_burst_applies_none(modules, events):
+    a = modules.create(V1)
+    b = modules.create(V1)
+    before_a, before_b = snapshot(a), snapshot(b)
+    with watch([modules.dir], policy="apply", debounce=1.0, probation=0, on_event=events):
+        modules.write(a, V2)
+        modules.write(b, BROKEN)
+        first = events.wait_for(lambda e: e.module == a.__name__ and e.action != "unchanged")
+        second = events.wait_for(lambda e: e.module == b.__name__ and e.action != "unchanged")
+    assert first.action == second.action == "rejected", (first, second)
+    assert "does not compile" in first.error
+    assert_same(before_a, snapshot(a))
+    assert_same(before_b, snapshot(b))
