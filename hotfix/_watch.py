@@ -470,12 +470,9 @@ class Watcher:
     # -- actions (the debounce thread)
 
     def _act_batch(self, batch: list[tuple[str, str]]) -> None:
-        """Everything that became due together: one module alone, or several as one unit."""
-        if self.policy == "dry-run" or len(batch) == 1:
-            for name, path in batch:
-                self._act(name, path)
-            return
-        reports = []
+        """Everything that became due together: dry-run each; with policy ``apply``, apply
+        the changed ones as one unit (one module alone is just a unit of one)."""
+        changed = []
         for name, path in batch:
             module = sys.modules.get(name)
             if module is None:
@@ -487,71 +484,36 @@ class Watcher:
                 _log.exception("dry run of %s failed", name)
                 self._emit(WatchEvent(name, path, "error", error=f"{type(exc).__name__}: {exc}"))
                 continue
-            if report.verdict == UNCHANGED:
+            if self.policy == "dry-run" or report.verdict == UNCHANGED:
                 self._emit_report(name, path, report)
             else:
-                reports.append((module, path, report))
-        if len(reports) == 1:
-            module, path, _ = reports[0]
-            self._act(module.__name__, path)
-            return
-        if not reports:
-            return
-        names = [m.__name__ for m, _, _ in reports]
-        pins = [r.source.disk.sha256 if r.source.disk is not None else "" for _, _, r in reports]
+                changed.append((module, path, report))
+        if changed:
+            self._apply_unit(changed)
+
+    def _apply_unit(self, changed: list[tuple[types.ModuleType, str, Report]]) -> None:
+        names = ", ".join(m.__name__ for m, _, _ in changed)
+        pins = [r.source.disk.sha256 if r.source.disk is not None else "" for _, _, r in changed]
+        returned = None  # the report(s) the exception carries: one Report for a unit of one
         try:
-            patch = apply([m for m, _, _ in reports], checks=self.checks, probation=self.probation,
+            patch = apply([m for m, _, _ in changed], checks=self.checks, probation=self.probation,
                           timeout=self.timeout, allow_risky=self.allow_risky, expect_sha256=pins,
                           actor="file watcher")
         except PatchRolledBack as exc:
-            _log.warning("%s were applied as one unit and rolled back: %s", ", ".join(names), exc.message)
-            outcome = ("rolled-back", exc.details.get("patch_id"), exc.message)
+            _log.warning("%s applied and rolled back: %s", names, exc.message)
+            action, patch_id, error, returned = "rolled-back", exc.details.get("patch_id"), exc.message, exc.report
         except PatchRejected as exc:
-            _log.warning("%s were not applied (one unit, all or nothing): %s", ", ".join(names), exc.message)
-            outcome = ("rejected", None, exc.message)
+            _log.warning("%s not applied (one unit, all or nothing): %s", names, exc.message)
+            action, patch_id, error, returned = "rejected", None, exc.message, exc.report
         except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
-            _log.exception("applying %s failed unexpectedly", ", ".join(names))
-            outcome = ("error", None, f"{type(exc).__name__}: {exc}")
+            _log.exception("applying %s failed unexpectedly", names)
+            action, patch_id, error = "error", None, f"{type(exc).__name__}: {exc}"
         else:
-            _log.info("%s %s as one unit: %s", ", ".join(names), patch.status, patch.id)
-            outcome = (patch.status, patch.id, None)
-        action, patch_id, error = outcome
-        for module, path, report in reports:
-            self._emit(WatchEvent(module.__name__, path, action, report.verdict, patch_id, error, report))
-
-    def _act(self, name: str, path: str) -> None:
-        module = sys.modules.get(name)
-        if module is None:
-            _log.debug("%s changed on disk but is no longer loaded", name)
-            return
-        try:
-            report = dry_run(module)
-        except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
-            _log.exception("dry run of %s failed", name)
-            self._emit(WatchEvent(name, path, "error", error=f"{type(exc).__name__}: {exc}"))
-            return
-        if self.policy == "dry-run" or report.verdict == UNCHANGED:
-            self._emit_report(name, path, report)
-            return
-        pin = report.source.disk.sha256 if report.source.disk is not None else None
-        try:
-            patch = apply(module, checks=self.checks, probation=self.probation, timeout=self.timeout,
-                          allow_risky=self.allow_risky, expect_sha256=pin, actor="file watcher")
-        except PatchRolledBack as exc:
-            _log.warning("%s was applied and rolled back: %s", name, exc.message)
-            event = WatchEvent(name, path, "rolled-back", report.verdict, exc.details.get("patch_id"),
-                               exc.message, _single(exc.report, report))
-        except PatchRejected as exc:
-            _log.warning("%s was not applied: %s", name, exc.message)
-            event = WatchEvent(name, path, "rejected", report.verdict, None, exc.message,
-                               _single(exc.report, report))
-        except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
-            _log.exception("applying %s failed unexpectedly", name)
-            event = WatchEvent(name, path, "error", report.verdict, None, f"{type(exc).__name__}: {exc}", report)
-        else:
-            _log.info("%s %s as %s (verdict %s)", name, patch.status, patch.id, report.verdict)
-            event = WatchEvent(name, path, patch.status, report.verdict, patch.id, None, report)
-        self._emit(event)
+            _log.info("%s %s as %s", names, patch.status, patch.id)
+            action, patch_id, error = patch.status, patch.id, None
+        for module, path, report in changed:
+            self._emit(WatchEvent(module.__name__, path, action, report.verdict, patch_id, error,
+                                  _single(returned, report)))
 
     def _emit_report(self, name: str, path: str, report: Report) -> None:
         if report.verdict == UNCHANGED:

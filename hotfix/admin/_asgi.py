@@ -7,7 +7,6 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from ._audit import AuditTarget
-from ._auth import host_allowlist
 from ._router import Check, Request, Response, Router, make_router
 from ._routes import MAX_BODY
 
@@ -107,9 +106,7 @@ def asgi_app(
     """The admin routes as an ASGI app (``.token``, ``.token_file``); same options as ``wsgi_app``."""
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
-                                  timeout=timeout, max_body=max_body)
-    if allowed_hosts is not None:
-        router.allowed_hosts = host_allowlist("localhost", None, allowed_hosts)
+                                  timeout=timeout, max_body=max_body, allowed_hosts=allowed_hosts)
     return ASGIApp(router, written)
 
 

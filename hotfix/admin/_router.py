@@ -27,7 +27,7 @@ from verification import Report, sha256_hex
 
 from .._baseline import get_baseline
 from ._audit import AuditSink, printable
-from ._auth import HostAllowlist, host_allowed, resolve_token, token_matches
+from ._auth import HostAllowlist, host_allowed, host_allowlist, resolve_token, token_matches
 from ._openapi import build_openapi
 from ._routes import API_PREFIX, MAX_BODY, ROUTES_BY_PATH, SCHEMA_VERSION, BadRequest
 
@@ -448,8 +448,13 @@ def make_router(
     probation: float | None,
     timeout: float | None,
     max_body: int,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> tuple[Router, str | None]:
-    """A router with its token resolved; also returns the token file hotfix wrote, if any."""
+    """A router with its token resolved; also returns the token file hotfix wrote, if any.
+
+    ``allowed_hosts`` turns on the Host check for a mounted (WSGI/ASGI) app;
+    the embedded server sets its own once it knows the bound port.
+    """
     secret, _source, written = resolve_token(token, token_file)
     try:
         router = Router(token=secret, policy=ModulePolicy(allowed_prefixes, allowed_roots), checks=checks,
@@ -460,4 +465,6 @@ def make_router(
                 os.unlink(written)
         raise
     router.token_source = _source
+    if allowed_hosts is not None:
+        router.allowed_hosts = host_allowlist("localhost", None, allowed_hosts)
     return router, written

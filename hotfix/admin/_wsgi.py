@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._audit import AuditTarget
-from ._auth import host_allowlist
 from ._router import Check, Request, Response, Router, make_router
 from ._routes import MAX_BODY
 
@@ -87,7 +86,5 @@ def wsgi_app(
     """
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
-                                  timeout=timeout, max_body=max_body)
-    if allowed_hosts is not None:
-        router.allowed_hosts = host_allowlist("localhost", None, allowed_hosts)
+                                  timeout=timeout, max_body=max_body, allowed_hosts=allowed_hosts)
     return WSGIApp(router, written)
