@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-REASONS = Path(__file__).parent / "fixtures" / "reasons"
+from tests.helpers import FIXTURES
+
+REASONS = FIXTURES / "reasons"
 
 
 def hotfix_command() -> list[str]:

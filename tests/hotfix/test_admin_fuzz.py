@@ -8,10 +8,10 @@ import random
 import socket
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix
 import hotfix.admin
+from tests.helpers import assert_same, snapshot
 
 TOKEN = "fuzz-token-" + "f" * 24
 V1 = """

@@ -7,10 +7,10 @@ import threading
 import time
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix
 import safepoints
+from tests.helpers import assert_same, snapshot
 
 TWO_V1 = "def a():\n    return 1\n\ndef b():\n    return 1\n"
 TWO_V2 = "def a():\n    return 2\n\ndef b():\n    return 2\n"

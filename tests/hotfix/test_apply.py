@@ -6,9 +6,9 @@ import sys
 import threading
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix
+from tests.helpers import assert_same, snapshot
 
 V1 = """
     LIMIT = 10

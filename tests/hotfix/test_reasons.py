@@ -6,10 +6,10 @@ import json
 import shutil
 
 import pytest
-from conftest import FIXTURES
 
 import hotfix
 import verification
+from tests.helpers import FIXTURES, REPO
 
 REASONS_DIR = FIXTURES / "reasons"
 
@@ -89,7 +89,7 @@ def test_reason_code_from_fixture(modules, code):
 
 @pytest.mark.parametrize("code", sorted(c for c, (sev, _) in verification.REASONS.items() if sev == "blocked" and c in EXPECTED))
 def test_blocked_fixture_is_refused_and_changes_nothing(modules, code):
-    from conftest import assert_same, snapshot
+    from tests.helpers import assert_same, snapshot
 
     m = load_pair(modules, code)
     before = snapshot(m)
@@ -188,9 +188,8 @@ def test_no_live_object_when_a_definition_was_deleted_at_runtime(modules):
 
 
 def test_readme_table_lists_exactly_the_catalog():
-    from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     table = readme[readme.index("## Reason codes"):]
     table = table[: table.index("\n## ", 1)]
     rows = {}

@@ -13,11 +13,11 @@ import stat
 import threading
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix
 import hotfix.admin
 import safepoints
+from tests.helpers import assert_same, snapshot
 
 TOKEN = "test-token-" + "x" * 24
 HEADERS_OK = {"Authorization": f"Bearer {TOKEN}"}

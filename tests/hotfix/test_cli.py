@@ -12,10 +12,10 @@ import textwrap
 import threading
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix.admin
 from hotfix._cli import main
+from tests.helpers import assert_same, snapshot
 
 TOKEN = "cli-token-" + "c" * 24
 V1 = """

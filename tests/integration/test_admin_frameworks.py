@@ -5,14 +5,12 @@ from __future__ import annotations
 import importlib.util
 import uuid
 import warnings
-from pathlib import Path
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix
+from tests.helpers import EXAMPLES, assert_same, snapshot
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TOKEN = "framework-token-" + "k" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -10,11 +10,11 @@ import threading
 import tracemalloc
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix
 import safepoints
 from hotfix import _swap, _transaction
+from tests.helpers import assert_same, snapshot
 
 
 def test_decorator_wrapper_without_wraps_runs_new_body(modules):

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix.admin
 from hotfix._cli import main
+from tests.helpers import EXAMPLES, assert_same, snapshot
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gunicorn"
+EXAMPLE = EXAMPLES / "gunicorn"
 V1 = """
     def f():
         return 1

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from hotfix._cli import main
+from tests.helpers import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PATCHES = EXAMPLES / "patches"
 
 

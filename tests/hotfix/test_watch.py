@@ -14,10 +14,10 @@ import textwrap
 import threading
 
 import pytest
-from conftest import assert_same, snapshot
 
 import hotfix
 from hotfix._watch import WatchEvent, system_directories, watch
+from tests.helpers import assert_same, snapshot
 
 WAIT = 20.0  # generous: the suite runs in parallel on shared machines
 
