@@ -27,32 +27,31 @@ are created again.
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import builtins
 import functools
 import linecache
-import sys
 import types
 from collections.abc import Callable
 
 from verification import (
     AddDefinition,
-    Analysis,
     Baseline,
+    ClassDef,
+    FunctionDef,
     ModifyFunction,
+    Plan,
     RemoveName,
     RetargetClosure,
     RunStatement,
 )
-from verification._live import functions_named
-from verification._model import ClassDef, FunctionDef
 
 from ._baseline import get_baseline, set_baseline
 from ._records import SwapEvent
 
 _MISSING = object()
-_SHARED_IMMUTABLES = (int, float, str, bytes, bool, type(None), tuple, frozenset)
 
 
 class SwapError(Exception):
@@ -124,20 +123,18 @@ class UndoLog:
 
 
 class Swapper:
-    """Applies one module's ``Analysis`` through an ``UndoLog``."""
+    """Carries out one module's ``Plan`` through an ``UndoLog``."""
 
-    def __init__(self, analysis: Analysis, undo: UndoLog,
-                 rebinds: list[tuple[str, dict, str, object]] | None = None) -> None:
-        self.a = analysis
-        self.module = analysis.module
-        self.name = analysis.module.__name__
-        self.g = analysis.module.__dict__
-        self.path = analysis.source.state.path
+    def __init__(self, plan: Plan, undo: UndoLog) -> None:
+        self.plan = plan
+        self.module = plan.module
+        self.name = plan.module.__name__
+        self.g = plan.module.__dict__
+        self.path = plan.path
         self.undo = undo
         self.events: list[SwapEvent] = []
-        self.future_annotations = analysis.new.future_annotations
+        self.future_annotations = bool(plan.compile_flags & __future__.annotations.compiler_flag)
         self.old_namespace = dict(self.g)  # what __hotfix_migrate__ receives
-        self.rebinds = rebinds if rebinds is not None else plan_rebinds(analysis)
 
     def event(self, action: str, qualname: str) -> None:
         self.events.append(SwapEvent(self.name, action, qualname))
@@ -168,7 +165,7 @@ class Swapper:
     # -- the run
 
     def run(self) -> list[SwapEvent]:
-        for change in self.a.changes:
+        for change in self.plan.changes:
             if isinstance(change, ModifyFunction):
                 self.modify(change)
             elif isinstance(change, AddDefinition):
@@ -246,9 +243,7 @@ class Swapper:
     # -- building new objects from verified code
 
     def compile_flags(self) -> int:
-        import __future__
-
-        return __future__.annotations.compiler_flag if self.future_annotations else 0
+        return self.plan.compile_flags
 
     def evaluate(self, expr: ast.expr, local: dict | None) -> object:
         code = compile(ast.Expression(body=expr), self.path, "eval", flags=self.compile_flags(), dont_inherit=True)
@@ -307,10 +302,7 @@ class Swapper:
         covers only for names the swap itself bound: document side effects).
         """
         hook = self.g.get("__hotfix_migrate__")
-        if hook is None:
-            return
-        defined = any(getattr(e, "name", None) == "__hotfix_migrate__" for e in self.a.new.scope.entries)
-        if not callable(hook) or not defined:
+        if hook is None or not callable(hook) or not self.plan.migrate:
             return
         before = dict(self.g)
         hook(dict(self.old_namespace))
@@ -337,12 +329,11 @@ class Swapper:
         a newer disk file the process is not running. Rollback puts back the
         old running source (the baseline text) or the previous entry.
         """
-        state = self.a.source.state
-        entry = (state.size, None, self.a.new.lines, self.path)  # lines split outside the pause
+        entry = (self.plan.disk.size, None, list(self.plan.lines), self.path)  # lines split outside the pause
         previous = linecache.cache.get(self.path, _MISSING)
         base = get_baseline(self.name)
-        if base is not None and self.a.old is not None:
-            previous = (base.state.size, None, self.a.old.lines, self.path)
+        if base is not None and self.plan.running_lines:
+            previous = (base.state.size, None, list(self.plan.running_lines), self.path)
 
         def undo() -> None:
             if previous is _MISSING:
@@ -355,62 +346,20 @@ class Swapper:
     def rebind_dependents(self) -> None:
         """Modules that did ``from <this> import NAME`` get the new value of NAME.
 
-        The candidates were found before the pause (``plan_rebinds``); here
-        each is only re-checked (still holding the old object) and re-bound.
+        The candidates were found before the pause (the plan's ``rebinds``);
+        here each is only re-checked (still holding the old object) and re-bound.
         """
-        for other_name, ns, n, old in self.rebinds:
-            new = self.g.get(n, _MISSING)
-            if new is not old and new is not _MISSING and ns.get(n, _MISSING) is old:
-                self.undo.set_item(ns, n, new)
-                self.event("rebind", f"{other_name}.{n}")
+        for r in self.plan.rebinds:
+            new = self.g.get(r.name, _MISSING)
+            if new is not r.old and new is not _MISSING and r.namespace.get(r.name, _MISSING) is r.old:
+                self.undo.set_item(r.namespace, r.name, new)
+                self.event("rebind", f"{r.holder}.{r.name}")
 
     def adopt_baseline(self) -> None:
         old = get_baseline(self.name)
-        new = Baseline(state=self.a.source.state, text=self.a.source.text, code=self.a.new.code)
+        new = Baseline(state=self.plan.disk, text=self.plan.text, code=self.plan.code)
         self.undo.call(functools.partial(set_baseline, self.name, new),
                        functools.partial(set_baseline, self.name, old))
-
-
-def plan_rebinds(analysis: Analysis) -> list[tuple[str, dict, str, object]]:
-    """Before the pause: which other modules hold, under the same name, a value the swap may re-bind.
-
-    One walk over ``sys.modules``, outside the pause so workers are not held
-    for it. Small shared immutables (``10`` is the same object everywhere)
-    count only where the other module's source imports from this one.
-    """
-    module = analysis.module
-    g = module.__dict__
-    names: set[str] = set()
-    for c in analysis.changes:
-        if getattr(c, "scope", None) != "":
-            continue
-        if isinstance(c, RunStatement):
-            names |= c.statement.names
-        elif isinstance(c, AddDefinition) or (isinstance(c, ModifyFunction) and c.replace):
-            names.add(c.new.name)
-    current = {n: g[n] for n in names if n in g}
-    if not current:
-        return []
-    found = []
-    for other_name, other in list(sys.modules.items()):
-        ns = getattr(other, "__dict__", None)
-        if other is module or not isinstance(ns, dict):
-            continue
-        for n, value in current.items():
-            if ns.get(n, _MISSING) is value and _imports_from(module.__name__, other_name, value):
-                found.append((other_name, ns, n, value))
-    return found
-
-
-def _imports_from(target: str, other_name: str, value: object) -> bool:
-    """Identity is enough for objects; small shared immutables need the import in the source."""
-    if not isinstance(value, _SHARED_IMMUTABLES):
-        return True
-    base = get_baseline(other_name)
-    if base is None:
-        return False
-    relative = f"from .{target.rpartition('.')[2]} import"
-    return f"from {target} import" in base.text or relative in base.text
 
 
 def _docstring(d: FunctionDef) -> str | None:
@@ -418,24 +367,3 @@ def _docstring(d: FunctionDef) -> str | None:
         return None
     first = d.code.co_consts[0] if d.code.co_consts else None
     return first if isinstance(first, str) else ast.get_docstring(d.node)
-
-
-def verify_swapped(analysis: Analysis) -> list[str]:
-    """Every function the swap touched now runs exactly the compiled disk code."""
-    problems = []
-    for c in analysis.changes:
-        if isinstance(c, ModifyFunction) and not c.replace:
-            stale = [f for f in c.live if f.__code__ is not c.new.code and f.__code__ != c.new.code]
-            if stale:
-                problems.append(f"{c.new.qualname} does not run the disk code")
-        elif isinstance(c, RetargetClosure):
-            if any(f.__code__ is not c.code for f in c.live):
-                problems.append(f"{c.qualname} does not run the disk code")
-        elif isinstance(c, ModifyFunction | AddDefinition) and isinstance(c.new, FunctionDef):
-            scope: object = analysis.module
-            for part in filter(None, c.scope.split(".")):
-                scope = vars(scope)[part]
-            live = functions_named(vars(scope).get(c.new.name), c.new.qualname)
-            if not any(f.__code__ is c.new.code for f in live):
-                problems.append(f"{c.new.qualname} is not bound to a function running the disk code")
-    return problems

@@ -7,12 +7,9 @@ process returns to the exact previous objects.
 """
 
 from __future__ import annotations
-import __future__
 
-import functools
 import itertools
 import logging
-import operator
 import os
 import sys
 import threading
@@ -27,16 +24,13 @@ from verification import (
     BLOCKED,
     RISKY,
     UNCHANGED,
-    AddDefinition,
-    Analysis,
     CodeSet,
-    ModifyFunction,
+    Plan,
     Report,
-    RetargetClosure,
     SourceProblem,
     analyze,
-    iter_code_tree,
     read_state,
+    verify_swap,
 )
 
 from ._audit import audit, configure_audit
@@ -44,10 +38,9 @@ from ._baseline import get_baseline, set_code_cache
 from ._exceptions import PatchRejected, PatchRolledBack, RollbackIncomplete
 from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
-from ._swap import Swapper, UndoIncomplete, UndoLog, plan_rebinds, verify_swapped
+from ._swap import Swapper, UndoIncomplete, UndoLog
 
 DEFAULT_PROBATION = 3.0
-_FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, f).compiler_flag for f in __future__.all_feature_names))
 DEFAULT_TIMEOUT = 2.0
 #: How many applied patches can still be rolled back; older undo data is released.
 ROLLBACK_DEPTH = 16
@@ -122,7 +115,13 @@ def resolve_module(target: Target) -> types.ModuleType:
 def dry_run(target: Target) -> Report:
     """Verify a module against its file on disk. Changes nothing, runs no module code."""
     module = resolve_module(target)
-    return analyze(module, get_baseline(module.__name__), thread_states=_worker_states(), heap_scan=True).report
+    return analyze(module, get_baseline(module.__name__), thread_states=_worker_states(), heap_scan=True,
+                   sources=_running_source).report
+
+
+def _running_source(name: str) -> str | None:
+    base = get_baseline(name)
+    return base.text if base is not None else None
 
 
 def _worker_states() -> dict[int, str]:
@@ -286,10 +285,11 @@ class _Transaction:
     def run(self, checks, probation, timeout, allow_risky, pins, expected) -> Patch:
         started = time.time()
         states = _worker_states()
-        analyses = [analyze(m, get_baseline(m.__name__), thread_states=states) for m in self.modules]
+        analyses = [analyze(m, get_baseline(m.__name__), thread_states=states, sources=_running_source)
+                    for m in self.modules]
         reports = tuple(a.report for a in analyses)
         self.report = reports[0] if len(reports) == 1 else reports
-        shas = tuple(a.source.state.sha256 if a.source else "" for a in analyses)
+        shas = tuple(a.disk.sha256 for a in analyses)
         self.audit("verified", verdicts=[r.verdict for r in reports], sha256=list(shas))
         who = ", ".join(self.names)
         for a, pin in zip(analyses, pins, strict=True):
@@ -302,8 +302,8 @@ class _Transaction:
                 raise self.reject(
                     f"{r.module} was not patched: the change is risky ({', '.join(codes)}); review the dry run and pass allow_risky=True to apply it.",
                     "risky")
-            if pin is not None and (a.source is None or a.source.state.sha256 != pin):
-                actual = a.source.state.sha256 if a.source else "unreadable"
+            if pin is not None and a.disk.sha256 != pin:
+                actual = a.disk.sha256 or "unreadable"
                 raise self.reject(f"{r.module} was not patched: the file's sha256 is {actual[:12]}, not the reviewed {pin[:12]}; dry-run again.", "sha256-mismatch")
         if all(r.verdict == UNCHANGED for r in reports):
             patch = Patch(self.id, "unchanged", self.names, self.report, reports, (), 0.0, started, None, time.time(), 0.0, shas)
@@ -315,15 +315,14 @@ class _Transaction:
         self.log.info("applying %s (verdicts %s)", who, ", ".join(r.verdict for r in reports))
         undo = UndoLog()
         events: list[SwapEvent] = []
-        rebinds = [plan_rebinds(a) for a in work]  # the sys.modules walk, before workers are held
         try:
             with safepoints.pause(timeout=timeout) as held:
                 _wait_consistent(work, started + timeout, self)
                 _recheck_files(work, self)
                 try:
-                    for a, planned in zip(work, rebinds, strict=True):
-                        events.extend(Swapper(a, undo, planned).run())
-                    problems = [p for a in work for p in verify_swapped(a)]
+                    for a in work:
+                        events.extend(Swapper(a, undo).run())
+                    problems = [p for a in work for p in verify_swap(a)]
                     if problems:
                         raise RuntimeError("; ".join(problems))
                 except BaseException as exc:
@@ -369,20 +368,9 @@ class _Transaction:
         return patch
 
 
-def _replaced_codes(analyses: list[Analysis]) -> CodeSet:
-    """Code that stops running once swapped (line-only moves excluded: same behaviour)."""
-    codes = CodeSet()
-    for a in analyses:
-        for c in a.changes:
-            if isinstance(c, RetargetClosure) or (isinstance(c, ModifyFunction) and not c.line_only):
-                for f in c.live:
-                    codes.update(iter_code_tree(f.__code__))
-    return codes
-
-
-def _wait_consistent(analyses: list[Analysis], deadline: float, tx: _Transaction) -> None:
+def _wait_consistent(analyses: list[Plan], deadline: float, tx: _Transaction) -> None:
     """No running, unparked thread may be inside code that is about to be replaced."""
-    replaced = _replaced_codes(analyses)
+    replaced = CodeSet(c for a in analyses for c in a.replaced)
     if not replaced:
         return
     me = threading.get_ident()
@@ -416,14 +404,14 @@ def _thread_name(tid: int) -> str:
     return f"thread {tid}"
 
 
-def _recheck_files(analyses: list[Analysis], tx: _Transaction) -> None:
+def _recheck_files(analyses: list[Plan], tx: _Transaction) -> None:
     """Under the pause: the file must still be exactly the version verified."""
     for a in analyses:
         try:
-            now = read_state(a.source.state.path)
+            now = read_state(a.path)
         except SourceProblem as exc:
             raise tx.reject(f"{a.report.module} was not patched: the file changed during the apply ({exc.message}); try again.", "file-changed") from None
-        if now != a.source.state:
+        if now != a.disk:
             raise tx.reject(f"{a.report.module} was not patched: the file changed on disk during the apply (sha256 {now.sha256[:12]}); dry-run and try again.", "file-changed")
 
 
@@ -436,24 +424,14 @@ def _probation(analyses, checks, probation, expected, plog):
     """
     if probation <= 0 and not checks:
         return None
-    codes = CodeSet()
+    codes = CodeSet(c for a in analyses for c in a.watched)
     twins = []
     use_twins = not hasattr(sys, "monitoring")
     for a in analyses:
-        flags = a.new.code.co_flags & _FUTURE_FLAGS
-        for c in a.changes:
-            if isinstance(c, ModifyFunction) and not c.line_only:
-                running = [c.new.code] if (c.code_changed or c.replace) else [f.__code__ for f in c.live]
-                for code in running:
-                    codes.update(iter_code_tree(code))
-                if use_twins and c.code_changed and not c.replace:
-                    twin = instrumented_twin(c.new.located, c.scope, a.source.state.path, flags, c.new.code)
-                    if twin is not None:
-                        twins.extend((f, c.new.code, twin) for f in c.live)
-            elif isinstance(c, AddDefinition):
-                codes.update(iter_code_tree(c.new.code))
-            elif isinstance(c, RetargetClosure):
-                codes.update(iter_code_tree(c.code))
+        for probe in a.probes if use_twins else ():
+            twin = instrumented_twin(probe.node, probe.scope, a.path, a.compile_flags, probe.code)
+            if twin is not None:
+                twins.extend((f, probe.code, twin) for f in probe.live)
     codes.update(t for _, _, t in twins)
     with ProbationWatch(codes, expected, twins) as watch:
         for check in checks:

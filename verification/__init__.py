@@ -1,67 +1,61 @@
 """Analysis of a candidate change to a running module, and its reports.
 
 Depends on nothing else of ours. Nothing here executes module code.
+``analyze`` hands back one ``Plan``: the report and everything needed to
+carry the change out (the change records, in source order).
 """
 
-from ._analysis import (
+from ._analysis import analyze, compare_files, module_source_path
+from ._changes import (
     AddDefinition,
-    Analysis,
+    Change,
     ModifyFunction,
     RemoveName,
     RetargetClosure,
     RunStatement,
-    analyze,
-    compare_files,
-    module_source_path,
 )
 from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
 from ._impact import Dependent, Impact, ThreadImpact
-from ._model import CodeSet, ModuleModel, build_model, iter_code_tree, same_semantics, strip_lines
+from ._model import ClassDef, CodeSet, FunctionDef, build_model, iter_code_tree
+from ._plan import Plan, Probe, Rebind, verify_swap
 from ._report import SCHEMA_VERSION, UNCHANGED, VERDICTS, Report, SourceSection
-from ._source import (
-    Baseline,
-    FileState,
-    SourceFile,
-    SourceProblem,
-    read_source,
-    read_state,
-    sha256_hex,
-)
+from ._source import Baseline, FileState, SourceProblem, read_state, sha256_hex
 
 __all__ = [
     "AddDefinition",
-    "Analysis",
     "BLOCKED",
-    "CodeSet",
     "Baseline",
-    "FileState",
+    "Change",
+    "ClassDef",
+    "CodeSet",
     "Dependent",
+    "FileState",
     "Finding",
+    "FunctionDef",
     "Impact",
     "ModifyFunction",
-    "ModuleModel",
+    "Plan",
+    "Probe",
     "REASONS",
     "RISKY",
+    "Rebind",
     "RemoveName",
-    "RetargetClosure",
     "Report",
+    "RetargetClosure",
     "RunStatement",
     "SAFE",
     "SCHEMA_VERSION",
-    "SourceFile",
     "SourceProblem",
     "SourceSection",
     "ThreadImpact",
     "UNCHANGED",
     "VERDICTS",
     "analyze",
-    "compare_files",
     "build_model",
+    "compare_files",
     "iter_code_tree",
     "module_source_path",
-    "read_source",
     "read_state",
-    "same_semantics",
     "sha256_hex",
-    "strip_lines",
+    "verify_swap",
 ]

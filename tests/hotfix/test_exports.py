@@ -23,11 +23,11 @@ PUBLIC = {
         "current_pause_holder", "idle", "pause", "statistics", "worker",
     },
     verification: {
-        "AddDefinition", "Analysis", "BLOCKED", "Baseline", "CodeSet", "Dependent", "FileState", "Finding", "Impact",
-        "ModifyFunction", "ModuleModel", "REASONS", "RISKY", "RemoveName", "Report", "RetargetClosure",
-        "RunStatement", "SAFE", "SCHEMA_VERSION", "SourceFile", "SourceProblem", "SourceSection", "ThreadImpact",
-        "UNCHANGED", "VERDICTS", "analyze", "build_model", "compare_files", "iter_code_tree",
-        "module_source_path", "read_source", "read_state", "same_semantics", "sha256_hex", "strip_lines",
+        "AddDefinition", "BLOCKED", "Baseline", "Change", "ClassDef", "CodeSet", "Dependent", "FileState",
+        "Finding", "FunctionDef", "Impact", "ModifyFunction", "Plan", "Probe", "REASONS", "RISKY", "Rebind",
+        "RemoveName", "Report", "RetargetClosure", "RunStatement", "SAFE", "SCHEMA_VERSION", "SourceProblem",
+        "SourceSection", "ThreadImpact", "UNCHANGED", "VERDICTS", "analyze", "build_model", "compare_files",
+        "iter_code_tree", "module_source_path", "read_state", "sha256_hex", "verify_swap",
     },
 }
 

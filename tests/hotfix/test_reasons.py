@@ -10,6 +10,7 @@ import pytest
 import hotfix
 import verification
 from tests.helpers import FIXTURES, REPO
+from verification._model import strip_lines
 
 REASONS_DIR = FIXTURES / "reasons"
 
@@ -122,15 +123,15 @@ def public_shape(module) -> dict:
             for k, v in vars(value).items():
                 fn = getattr(v, "__func__", v)
                 if hasattr(fn, "__code__"):
-                    members[k] = (verification.strip_lines(fn.__code__), fn.__defaults__)
+                    members[k] = (strip_lines(fn.__code__), fn.__defaults__)
                 elif not k.startswith("__"):
                     members[k] = repr(v)
             shape[name] = ("class", members)
         elif hasattr(value, "__code__"):
-            shape[name] = ("function", verification.strip_lines(value.__code__), value.__defaults__,
+            shape[name] = ("function", strip_lines(value.__code__), value.__defaults__,
                            value.__kwdefaults__, value.__annotations__, value.__doc__)
         elif hasattr(value, "__wrapped__"):
-            shape[name] = ("wrapped", verification.strip_lines(value.__wrapped__.__code__))
+            shape[name] = ("wrapped", strip_lines(value.__wrapped__.__code__))
         elif isinstance(value, type(module)):
             shape[name] = ("module", value.__name__)
         else:
