@@ -9,15 +9,15 @@ whatever the main thread was doing. It only writes one byte to a pipe
 "wake up"). A daemon thread blocked on the other end drains the pipe and
 scans, so a storm of signals coalesces into one more scan.
 
-A module is *stale* when the code running is not what is on disk. To keep
-a scan cheap, only these modules are considered: with ``prefixes``, the
-loaded modules under them; without, every module that has a baseline
-(imported after ``hotfix.install()``). For a module with a baseline the
-file is read and hashed first and only a differing hash leads to a full
-dry run; a module without one (imported before ``install()``) needs the
-dry run's compile-and-compare, which is why it is only done for modules
-named by ``prefixes``. Each stale module's report (verdict other than
-``unchanged``) is logged; nothing is applied.
+A module is *stale* when the code running is not what is on disk. Which
+modules are considered and how staleness is found cheaply is
+``hotfix._scope``'s answer, shared with the endpoint and the watcher: with
+``prefixes``, the loaded modules under them; without, application code
+with a baseline. Only a module whose file's hash differs from its baseline
+gets a full dry run; a module without a baseline (imported before
+``install()``) needs the dry run's compile-and-compare, which is why it is
+only done for modules named by ``prefixes``. Each stale module's report
+(verdict other than ``unchanged``) is logged; nothing is applied.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
-from verification import UNCHANGED, Report, sha256_hex
+from verification import UNCHANGED, Report
 
 from ._baseline import get_baseline
+from ._scope import Scope, normalize_prefixes, staleness
 from ._transaction import dry_run
 
 __all__ = ["SignalHandle", "install_signal_handler", "stale_modules"]
@@ -43,36 +43,27 @@ _log = logging.getLogger("hotfix.signal")
 _WAKE = b"!"
 
 
-def _matches(name: str, prefixes: Sequence[str] | None) -> bool:
-    return prefixes is None or any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def _normalize(prefixes: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    if prefixes is None:
-        return None
-    return (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
-
-
 def stale_modules(prefixes: str | Iterable[str] | None = None, *,
                   logger: logging.Logger | None = None) -> list[Report]:
     """Dry-run reports of every loaded module whose running code differs from its file.
 
-    Considers modules under ``prefixes`` if given, else modules with a
-    baseline. Reports with verdict ``unchanged`` are left out. Changes
-    nothing, runs no module code. Sorted by module name.
+    Considers the modules in scope (``hotfix._scope``): under ``prefixes`` if
+    given, else application code. A module with a baseline is dry-run only
+    when its file's sha256 differs from the baseline (a stat check first,
+    see ``hotfix._scope``); one without a baseline (imported before
+    ``install()``) needs the dry run's compile-and-compare, so it is only
+    considered when named by ``prefixes``. Reports with verdict
+    ``unchanged`` are left out. Changes nothing, runs no module code.
+    Sorted by module name.
     """
     log = logger or _log
-    wanted = _normalize(prefixes)
+    scope = Scope.of(prefixes)
     reports = []
-    for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
-        if not isinstance(module, types.ModuleType) or name == "__main__":
-            continue
-        if wanted is not None and not _matches(name, wanted):
-            continue
-        baseline = get_baseline(name)
-        if baseline is None and wanted is None:
-            continue
-        if baseline is not None and _same_content(baseline.state.path, baseline.state.sha256):
+    for name, module in scope.modules():
+        if get_baseline(name) is None:
+            if scope.application_code:
+                continue
+        elif staleness(name) is None:
             continue
         try:
             report = dry_run(module)
@@ -82,14 +73,6 @@ def stale_modules(prefixes: str | Iterable[str] | None = None, *,
         if report.verdict != UNCHANGED:
             reports.append(report)
     return reports
-
-
-def _same_content(path: str, sha256: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return sha256_hex(fh.read()) == sha256
-    except OSError:
-        return False  # missing or unreadable: the dry run says which
 
 
 class SignalHandle:
@@ -184,7 +167,13 @@ class SignalHandle:
             raise
         self._installed = True
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (h := ref()) is not None and h._after_fork_in_child())
+
+        def after_fork_in_child() -> None:
+            handle = ref()
+            if handle is not None:
+                handle._after_fork_in_child()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
         """A forked child (pre-fork servers) inherits the handler but not the thread: give it its own."""
@@ -276,7 +265,7 @@ def install_signal_handler(
         if signum is None:
             raise ValueError("this platform has no SIGUSR1; pass the signal number to use")
     _require_main_thread("install a hotfix signal handler")
-    handle = SignalHandle(int(signum), _normalize(prefixes), logger or _log, on_report, on_scan)
+    handle = SignalHandle(int(signum), normalize_prefixes(prefixes), logger or _log, on_report, on_scan)
     handle._install()
     handle.logger.info("%s now logs a dry run of every stale module (pid %d)", _signal_name(signum), os.getpid())
     return handle

@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import logging
 import os
-import site
 import sys
-import sysconfig
 import threading
 import time
 import types
@@ -69,9 +67,10 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from verification import UNCHANGED, Finding, Report, module_source_path
+from verification import UNCHANGED, Report
 
 from ._exceptions import PatchRejected, PatchRolledBack
+from ._scope import Scope, normalize_prefixes, real_path, source_file, under
 from ._transaction import DEFAULT_PROBATION, DEFAULT_TIMEOUT, apply, dry_run
 
 __all__ = ["POLICIES", "WatchEvent", "Watcher", "watch"]
@@ -83,8 +82,6 @@ POLICIES = ("dry-run", "apply")
 #: The event types that can mean "the file's content changed".
 _EVENT_FILTER = [FileModifiedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
 _SOURCE_SUFFIXES = (".py", ".pyw")
-#: hotfix's own packages: never watched unless named in ``prefixes``.
-_OWN_PACKAGES = ("hotfix", "safepoints", "verification")
 
 
 @attrs.frozen
@@ -123,67 +120,24 @@ class WatchEvent:
 # --------------------------------------------------------------------------- scope
 
 
-def _real(path: str) -> str:
-    return os.path.normcase(os.path.realpath(path))
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _matches(name: str, prefixes: Sequence[str] | None) -> bool:
-    return prefixes is None or any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def system_directories() -> tuple[str, ...]:
-    """Directories never watched by default: the standard library and every site-packages."""
-    dirs: set[str] = set()
-    for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
-        paths = sysconfig.get_paths(vars=scheme_vars) if scheme_vars else sysconfig.get_paths()
-        dirs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
-    try:
-        dirs.update(site.getsitepackages())
-    except AttributeError:  # some embedded/virtualenv builds lack it
-        pass
-    user = getattr(site, "getusersitepackages", None)
-    if user is not None:
-        dirs.add(user())
-    return tuple(sorted({_real(d) for d in dirs if d}))
-
-
-def _own_directories() -> tuple[str, ...]:
-    dirs = []
-    for name in _OWN_PACKAGES:
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None)
-        if path:
-            dirs.append(_real(os.path.dirname(path)))
-    return tuple(dirs)
-
-
 @attrs.frozen
-class _Scope:
-    """Which loaded modules the watcher acts on."""
+class _WatchScope:
+    """Which loaded modules the watcher acts on: in ``scope`` (see ``hotfix._scope``) and, when
+    paths were given, loaded from a file under them."""
 
-    prefixes: tuple[str, ...] | None
-    roots: tuple[str, ...] | None  # explicit directories (recursive); None: every non-system module
-    files: frozenset[str]  # explicit files
-    excluded: tuple[str, ...]  # applies only when neither paths nor prefixes were given
+    scope: Scope
+    paths: tuple[str, ...] | None  # canonical watched directories and files; None: paths=None
 
-    def accepts(self, name: str, real: str) -> bool:
-        if name == "__main__" or not _matches(name, self.prefixes):
+    def accepts(self, name: str, path: str) -> bool:
+        if not self.scope.allows(name, path):
             return False
-        if self.roots is not None:
-            return real in self.files or any(_under(real, r) for r in self.roots)
-        if self.prefixes is not None:
-            return True  # named explicitly: even in site-packages (a deployed service)
-        return not any(_under(real, d) for d in self.excluded)
+        return self.paths is None or any(under(real_path(path), p) for p in self.paths)
 
 
 class _ModuleIndex:
     """Source path -> loaded module names, refreshed incrementally from ``sys.modules``."""
 
-    def __init__(self, scope: _Scope) -> None:
+    def __init__(self, scope: _WatchScope) -> None:
         self.scope = scope
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[int, tuple[str, ...], str | None]] = {}  # name -> (id, keys, path)
@@ -218,17 +172,15 @@ class _ModuleIndex:
     def _keys(self, name: str, module: object) -> tuple[tuple[str, ...], str | None]:
         if not isinstance(module, types.ModuleType):
             return (), None
-        path = module_source_path(module)
-        if isinstance(path, Finding):
+        path = source_file(module)
+        if path is None or not self.scope.accepts(name, path):
             return (), None
-        real = _real(path)
-        if not self.scope.accepts(name, real):
-            return (), None
+        real = real_path(path)
         return tuple({real, os.path.normcase(os.path.abspath(path))}), path
 
     def lookup(self, path: str) -> list[tuple[str, str]]:
         """``(module name, source path)`` for every in-scope module loaded from ``path``."""
-        candidates = (os.path.normcase(os.path.abspath(path)), _real(path))
+        candidates = (os.path.normcase(os.path.abspath(path)), real_path(path))
         with self._lock:
             names: set[str] = set()
             for key in candidates:
@@ -237,7 +189,7 @@ class _ModuleIndex:
 
     def directories(self) -> set[str]:
         with self._lock:
-            return {_real(os.path.dirname(p)) for _, _, p in self._seen.values() if p is not None}
+            return {real_path(os.path.dirname(p)) for _, _, p in self._seen.values() if p is not None}
 
 
 # --------------------------------------------------------------------------- debounce
@@ -494,7 +446,9 @@ class Watcher:
     def _apply_unit(self, changed: list[tuple[types.ModuleType, str, Report]]) -> None:
         names = ", ".join(m.__name__ for m, _, _ in changed)
         pins = [r.source.disk.sha256 if r.source.disk is not None else "" for _, _, r in changed]
-        returned = None  # the report(s) the exception carries: one Report for a unit of one
+        returned: Any = None  # the report(s) the exception carries: one Report for a unit of one
+        patch_id: str | None
+        error: str | None
         try:
             patch = apply([m for m, _, _ in changed], checks=self.checks, probation=self.probation,
                           timeout=self.timeout, allow_risky=self.allow_risky, expect_sha256=pins,
@@ -555,10 +509,11 @@ def watch(
 
     ``paths``: directories (watched recursively) or files. ``None`` watches
     the directory of every loaded source module in scope, non-recursively;
-    without ``prefixes`` that excludes the standard library, site-packages
-    (see ``system_directories()``) and hotfix's own packages. ``prefixes``
-    restricts the modules to those dotted-name prefixes (and then includes
-    them wherever they are installed).
+    without ``prefixes`` that is application code: not the standard library,
+    not site-packages (see ``hotfix._scope``). ``prefixes`` restricts the
+    modules to those dotted-name prefixes (and then includes them wherever
+    they are installed). hotfix's own packages and ``__main__`` are never
+    watched.
 
     ``policy="dry-run"`` logs the report (logger ``hotfix.watch``);
     ``policy="apply"`` calls ``hotfix.apply`` (with ``checks``,
@@ -570,25 +525,27 @@ def watch(
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     if debounce < 0:
         raise ValueError("debounce must be >= 0 seconds")
-    prefix_tuple = (prefixes,) if isinstance(prefixes, str) else (tuple(prefixes) if prefixes is not None else None)
+    prefix_tuple = normalize_prefixes(prefixes)
     explicit = paths is not None
     directories: list[tuple[str, bool]] = []
-    roots: list[str] = []
-    files: set[str] = set()
-    if explicit:
+    watched: list[str] = []
+    if paths is not None:
         items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
         for item in items:
-            real = _real(os.fspath(item))
+            real = real_path(os.fspath(item))
             if os.path.isdir(real):
-                roots.append(real)
                 directories.append((real, True))
             elif os.path.isfile(real):
-                files.add(real)
                 directories.append((os.path.dirname(real), False))
             else:
                 raise FileNotFoundError(f"hotfix.watch: {os.fspath(item)} is neither a file nor a directory")
-    excluded = () if explicit or prefix_tuple is not None else system_directories() + _own_directories()
-    scope = _Scope(prefix_tuple, tuple(roots) if explicit else None, frozenset(files), excluded)
+            watched.append(real)
+    if prefix_tuple is not None:
+        scope = _WatchScope(Scope.of(prefix_tuple), tuple(watched) if explicit else None)
+    elif explicit:
+        scope = _WatchScope(Scope.of(roots=watched), tuple(watched))
+    else:
+        scope = _WatchScope(Scope(), None)
     index = _ModuleIndex(scope)
     index.refresh()
     if not explicit:

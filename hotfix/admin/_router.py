@@ -12,10 +12,7 @@ import json
 import logging
 import os
 import sys
-import sysconfig
-import threading
 import time
-import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -23,9 +20,9 @@ import attrs
 
 import hotfix
 import safepoints
-from verification import Report, sha256_hex
+from verification import Report
 
-from .._baseline import get_baseline
+from .._scope import Scope, stale_modules
 from ._audit import AuditSink, printable
 from ._auth import HostAllowlist, host_allowed, host_allowlist, resolve_token, token_matches
 from ._openapi import build_openapi
@@ -34,8 +31,6 @@ from ._routes import API_PREFIX, MAX_BODY, ROUTES_BY_PATH, SCHEMA_VERSION, BadRe
 _log = logging.getLogger("hotfix.admin")
 
 Check = Callable[[], object]
-#: Packages the endpoint never patches (hotfix itself must not change under its own feet).
-SELF_PACKAGES = ("hotfix", "safepoints", "verification", "__main__")
 BUSY_TEXT = "another hotfix transaction is in progress"
 
 
@@ -79,58 +74,6 @@ class _Fail(Exception):
         self.extra = extra
 
 
-class ModulePolicy:
-    """Which loaded modules the endpoint may touch.
-
-    ``prefixes`` are dotted-name prefixes (``"billing"`` allows ``billing`` and
-    ``billing.rules``, not ``billing2``); ``roots`` are directories the module
-    file must be under. A module is allowed if it matches either. With
-    neither, the default is *application code*: modules whose file is not in
-    the standard library or in site-packages. hotfix, safepoints and
-    verification themselves are never allowed.
-    """
-
-    def __init__(self, prefixes: Iterable[str] | None = None, roots: Iterable[str | os.PathLike] | None = None) -> None:
-        if isinstance(prefixes, str):
-            prefixes = (prefixes,)
-        self.prefixes = tuple(p.rstrip(".") for p in prefixes) if prefixes is not None else None
-        if isinstance(roots, str | os.PathLike):
-            roots = (roots,)
-        self.roots = tuple(_dir_prefix(r) for r in roots) if roots is not None else None
-        self.default = self.prefixes is None and self.roots is None
-        paths = sysconfig.get_paths()
-        self._system = tuple({_dir_prefix(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
-
-    def describe(self) -> dict:
-        return {"prefixes": list(self.prefixes) if self.prefixes is not None else None,
-                "roots": list(self.roots) if self.roots is not None else None,
-                "default_application_code": self.default}
-
-    def allowed(self, name: str, module: types.ModuleType | None) -> bool:
-        if any(name == p or name.startswith(p + ".") for p in SELF_PACKAGES):
-            return False
-        if self.prefixes and any(name == p or name.startswith(p + ".") for p in self.prefixes):
-            return True
-        path = _module_file(module)
-        if self.roots and path and path.startswith(self.roots):
-            return True
-        if self.default and path:
-            return not path.startswith(self._system)
-        return False
-
-
-def _dir_prefix(path: str | os.PathLike) -> str:
-    return os.path.join(os.path.realpath(os.fspath(path)), "")
-
-
-def _module_file(module: types.ModuleType | None) -> str | None:
-    spec = getattr(module, "__spec__", None)
-    origin = getattr(spec, "origin", None) if spec is not None else getattr(module, "__file__", None)
-    if not isinstance(origin, str) or not origin.endswith((".py", ".pyw")):
-        return None
-    return os.path.realpath(origin)
-
-
 class Router:
     """Routes, auth, validation, calls into hotfix, audit. Shared by every transport."""
 
@@ -138,7 +81,7 @@ class Router:
         self,
         *,
         token: str,  # the secret; only ever compared, never logged or returned
-        policy: ModulePolicy,
+        policy: Scope,
         checks: Mapping[str, Iterable[Check]] | None = None,
         audit: AuditSink | None = None,
         allowed_hosts: HostAllowlist | None = None,
@@ -161,8 +104,6 @@ class Router:
         self.server_url = server_url
         self.started = time.time()
         self.token_source = "argument"
-        self._stale_lock = threading.Lock()
-        self._hash_cache: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -326,7 +267,7 @@ class Router:
         if patch_id is None:
             undone = {h.patch_id for h in history if isinstance(h, hotfix.Rollback)}
             live = [h for h in history if isinstance(h, hotfix.Patch) and h.status == "applied" and h.id not in undone
-                    and all(self.policy.allowed(m, sys.modules.get(m)) for m in h.modules)]
+                    and all(self.policy.allows_module(m, sys.modules.get(m)) for m in h.modules)]
             if not live:
                 raise _Fail(409, "rejected", "there is no applied patch to roll back.", outcome="rejected",
                             reason="nothing-to-roll-back")
@@ -335,7 +276,7 @@ class Router:
             raise _Fail(404, "unknown-patch", f"no patch {printable(patch_id, 128)} in this process's history.")
         record["patch_id"] = patch_id
         for name in patches[patch_id].modules:
-            if not self.policy.allowed(name, sys.modules.get(name)):
+            if not self.policy.allows_module(name, sys.modules.get(name)):
                 raise _Fail(404, "unknown-module", f"patch {patch_id} touches {name}, which is not under the allowed prefixes.")
         record["module"] = ",".join(patches[patch_id].modules)
         timeout = args.get("timeout", self.timeout)
@@ -362,49 +303,13 @@ class Router:
         module = sys.modules.get(name)
         if module is None:
             raise _Fail(404, "unknown-module", f"module {name} is not loaded in this process; only imported modules can be patched.")
-        if not self.policy.allowed(name, module):
+        if not self.policy.allows_module(name, module):
             raise _Fail(404, "unknown-module", f"module {name} is not under the allowed prefixes of this endpoint.")
         return name
 
     def stale_modules(self) -> list[dict]:
-        """Allowed modules whose file on disk differs from the version running.
-
-        Cheap: a file is hashed again only when its stat (mtime, size, ctime,
-        inode) changed since it was last hashed; ctime catches an edit that
-        kept mtime and size.
-        """
-        out = []
-        for name, module in list(sys.modules.items()):
-            baseline = get_baseline(name)
-            if baseline is None or module is None or not self.policy.allowed(name, module):
-                continue
-            state = baseline.state
-            try:
-                st = os.stat(state.path)
-            except OSError as exc:
-                out.append({"module": name, "path": state.path, "running_sha256": state.sha256,
-                            "disk_sha256": None, "problem": type(exc).__name__})
-                continue
-            key = (st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
-            with self._stale_lock:
-                cached = self._hash_cache.get(state.path)
-            if cached is not None and cached[0] == key:
-                digest = cached[1]
-            else:
-                try:
-                    with open(state.path, "rb") as fh:
-                        digest = sha256_hex(fh.read())
-                except OSError as exc:
-                    out.append({"module": name, "path": state.path, "running_sha256": state.sha256,
-                                "disk_sha256": None, "problem": type(exc).__name__})
-                    continue
-                with self._stale_lock:
-                    self._hash_cache[state.path] = (key, digest)
-            if digest != state.sha256:
-                out.append({"module": name, "path": state.path, "running_sha256": state.sha256,
-                            "disk_sha256": digest, "disk_mtime_ns": st.st_mtime_ns, "disk_size": st.st_size})
-        out.sort(key=lambda d: d["module"])
-        return out
+        """Allowed modules whose file on disk differs from the version running (see ``hotfix._scope``)."""
+        return [stale.to_dict() for stale in stale_modules(self.policy)]
 
 
 def _rejection_reason(exc: hotfix.PatchRejected, allow_risky: bool) -> str:
@@ -457,7 +362,7 @@ def make_router(
     """
     secret, _source, written = resolve_token(token, token_file)
     try:
-        router = Router(token=secret, policy=ModulePolicy(allowed_prefixes, allowed_roots), checks=checks,
+        router = Router(token=secret, policy=Scope.of(allowed_prefixes, allowed_roots), checks=checks,
                         audit=AuditSink(audit), max_body=max_body, probation=probation, timeout=timeout)
     except BaseException:
         if written:

@@ -16,7 +16,8 @@ import threading
 import pytest
 
 import hotfix
-from hotfix._watch import WatchEvent, system_directories, watch
+from hotfix._scope import system_directories
+from hotfix._watch import WatchEvent, watch
 from tests.helpers import assert_same, snapshot
 
 WAIT = 20.0  # generous: the suite runs in parallel on shared machines
