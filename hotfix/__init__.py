@@ -6,6 +6,7 @@ place (identities kept), watch a probation window, roll back by itself.
 
 from ._baseline import install, installed, uninstall
 from ._exceptions import HotfixError, PatchRejected, PatchRolledBack, RollbackIncomplete
+from ._outcomes import PatchStatus, Reason, State
 from ._records import Patch, Rollback, SwapEvent
 from ._signal import SignalHandle, install_signal_handler, stale_modules
 from ._transaction import apply, configure, dry_run, history, rollback
@@ -16,9 +17,12 @@ __all__ = [
     "Patch",
     "PatchRejected",
     "PatchRolledBack",
+    "PatchStatus",
+    "Reason",
     "Rollback",
     "RollbackIncomplete",
     "SignalHandle",
+    "State",
     "SwapEvent",
     "WatchEvent",
     "Watcher",

@@ -35,17 +35,15 @@ from typing import Any, NoReturn
 
 from verification import compare_files
 
-from ._rollout import (
+from ._outcomes import (
     EXIT_OK,
     EXIT_REJECTED,
     EXIT_RISKY,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    ProcessResult,
-    discover,
-    reply_exit_code,
-    rollout,
+    VERDICT_EXIT,
 )
+from ._rollout import ProcessResult, discover, reply_exit_code, rollout
 from .admin._client import Client, Unreachable
 
 SCHEMA_VERSION = 1
@@ -352,7 +350,7 @@ def _diff(out: _Out, opts: dict) -> int:
             raise UsageError(f"{path}: no such file")
     report = compare_files(opts["old"], opts["new"], opts.get("module"))
     out.say(str(report))
-    code = {"unchanged": EXIT_OK, "safe": EXIT_OK, "risky": EXIT_RISKY}.get(report.verdict, EXIT_REJECTED)
+    code = VERDICT_EXIT.get(report.verdict, EXIT_REJECTED)
     return out.done(code, ok=code == EXIT_OK, verdict=report.verdict, report=report.to_dict())
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import attrs
 
+from ._outcomes import PatchStatus, Reason
+
 
 @attrs.frozen
 class SwapEvent:
@@ -24,7 +26,7 @@ class Patch:
     """The outcome of ``hotfix.apply``: what was applied and how long workers were held."""
 
     id: str
-    status: str  # "applied" | "unchanged"
+    status: PatchStatus = attrs.field(converter=PatchStatus)
     modules: tuple[str, ...]
     report: Any = attrs.field(repr=False)  # verification.Report (one module) or a tuple of them
     reports: tuple[Any, ...] = attrs.field(repr=False, default=())
@@ -40,7 +42,7 @@ class Patch:
         return {
             "kind": "patch",
             "id": self.id,
-            "status": self.status,
+            "status": self.status.value,
             "modules": list(self.modules),
             "sha256": list(self.sha256),
             "stall_seconds": self.stall_seconds,
@@ -59,10 +61,10 @@ class Rollback:
 
     patch_id: str
     modules: tuple[str, ...]
-    reason: str  # "requested" | "check-failed" | "probation-failed" | "verify-failed"
+    reason: Reason = attrs.field(converter=Reason)  # REQUESTED, or why it was rolled back automatically
     detail: str
     stall_seconds: float
     at: float
 
     def to_dict(self) -> dict:
-        return {"kind": "rollback", **attrs.asdict(self), "modules": list(self.modules)}
+        return {"kind": "rollback", **attrs.asdict(self), "modules": list(self.modules), "reason": self.reason.value}

@@ -25,10 +25,16 @@ from collections.abc import Callable
 
 import attrs
 
+from ._outcomes import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_RISKY,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    exit_code_for_reply,
+)
 from .admin._client import Client, Reply, Unreachable
 from .admin._server import pid_alive
-
-EXIT_OK, EXIT_RISKY, EXIT_USAGE, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
 @attrs.define
@@ -84,24 +90,8 @@ def discover(socket_dir: str) -> list[tuple[int, str]]:
 
 
 def reply_exit_code(command: str, reply: Reply) -> int:
-    """The CLI exit code an endpoint answer means (see the CLI's docstring)."""
-    body = reply.body
-    if reply.status in (401, 403):
-        return EXIT_UNREACHABLE
-    if reply.status == 200:
-        if command == "dry-run":
-            return {"unchanged": EXIT_OK, "safe": EXIT_OK, "risky": EXIT_RISKY}.get(body.get("outcome"), EXIT_REJECTED)
-        return EXIT_OK
-    error = body.get("error")
-    if reply.status == 409:
-        if error == "rolled-back" or body.get("reason") == "risky":
-            return EXIT_RISKY
-        return EXIT_REJECTED
-    if error in ("unknown-module", "unknown-patch"):
-        return EXIT_REJECTED
-    if reply.status in (400, 405, 413, 415):
-        return EXIT_USAGE
-    return EXIT_UNREACHABLE
+    """The CLI exit code an endpoint answer means (the table in ``hotfix._outcomes``)."""
+    return exit_code_for_reply(command, reply.status, reply.body)
 
 
 def rollout(

@@ -16,6 +16,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -36,6 +37,7 @@ from verification import (
 from ._audit import audit, configure_audit
 from ._baseline import get_baseline, set_code_cache
 from ._exceptions import PatchRejected, PatchRolledBack, RollbackIncomplete
+from ._outcomes import PatchStatus, Reason
 from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
 from ._swap import Swapper, UndoIncomplete, UndoLog
@@ -102,13 +104,16 @@ def resolve_module(target: Target) -> types.ModuleType:
     """A loaded module by object or dotted name; ``PatchRejected`` if it is not loaded."""
     if isinstance(target, types.ModuleType):
         if sys.modules.get(target.__name__) is not target:
-            raise PatchRejected(f"module {target.__name__} is not the one in sys.modules; pass the loaded module or its name.")
+            raise PatchRejected(f"module {target.__name__} is not the one in sys.modules; pass the loaded module or its name.",
+                                reason=Reason.UNKNOWN_MODULE, modules=(target.__name__,))
         return target
     if not isinstance(target, str) or not target:
-        raise PatchRejected(f"{target!r} is not a module or a module name; pass a loaded module or its dotted name.")
+        raise PatchRejected(f"{target!r} is not a module or a module name; pass a loaded module or its dotted name.",
+                            reason=Reason.INVALID_ARGUMENT)
     module = sys.modules.get(target)
     if module is None:
-        raise PatchRejected(f"module {target} is not loaded in this process; only imported modules can be patched.")
+        raise PatchRejected(f"module {target} is not loaded in this process; only imported modules can be patched.",
+                            reason=Reason.UNKNOWN_MODULE, modules=(target,))
     return module
 
 
@@ -155,15 +160,16 @@ def apply(
     try:
         targets = [target] if isinstance(target, types.ModuleType | str) else list(target)
         if not targets:
-            raise PatchRejected("no module given; pass a module or its name.")
+            raise PatchRejected("no module given; pass a module or its name.", reason=Reason.INVALID_ARGUMENT)
         modules = [resolve_module(t) for t in targets]
         pins = _pins(expect_sha256, len(modules))
     except PatchRejected as exc:
-        audit("rejected", patch_id, actor, modules=[str(target)], outcome="rejected", reason=exc.message)
+        audit("rejected", patch_id, actor, modules=[str(target)], outcome="rejected", reason=exc.reason, detail=exc.message)
         raise
     if not _tx_lock.acquire(blocking=False):
-        audit("rejected", patch_id, actor, modules=[m.__name__ for m in modules], outcome="busy")
-        raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.")
+        audit("rejected", patch_id, actor, modules=[m.__name__ for m in modules], outcome="busy", reason=Reason.BUSY)
+        raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.",
+                            reason=Reason.BUSY, modules=tuple(m.__name__ for m in modules))
     try:
         tx = _Transaction(patch_id, modules, actor)
         return tx.run(list(checks), probation, timeout, allow_risky, pins, expected_exceptions)
@@ -174,13 +180,14 @@ def apply(
 def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, actor: str | None = None) -> Rollback:
     """Undo the latest applied patch (or ``patch_id``), restoring the exact previous objects."""
     if not _tx_lock.acquire(blocking=False):
-        audit("rollback-rejected", patch_id, actor, outcome="busy")
-        raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.")
+        audit("rollback-rejected", patch_id, actor, outcome="busy", reason=Reason.BUSY)
+        raise PatchRejected("another hotfix transaction is in progress; wait for it to finish and try again.",
+                            reason=Reason.BUSY, patch_id=patch_id)
     try:
         try:
             entry = _rollback_target(patch_id)
         except PatchRejected as exc:
-            audit("rollback-rejected", patch_id, actor, outcome="rejected", reason=exc.message)
+            audit("rollback-rejected", patch_id, actor, outcome="rejected", reason=exc.reason, detail=exc.message)
             raise
         plog = _PatchLog(_log, {"patch_id": entry.patch.id})
         try:
@@ -191,16 +198,18 @@ def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, a
             audit("rollback-incomplete", entry.patch.id, actor, outcome="inconsistent", failures=list(exc.failures))
             raise RollbackIncomplete(
                 f"rollback of {entry.patch.id} could not restore {len(exc.failures)} object(s) ({exc});"
-                " the process may mix old and new code, restart it.", failures=exc.failures) from None
+                " the process may mix old and new code, restart it.", failures=exc.failures,
+                reason=Reason.REQUESTED, patch_id=entry.patch.id, modules=entry.patch.modules) from None
         except safepoints.PauseTimeout as exc:
-            audit("rollback-rejected", entry.patch.id, actor, outcome="pause-timeout", reason=str(exc))
-            raise PatchRejected(f"rollback of {entry.patch.id} refused: workers did not park within {timeout}s ({exc}); try again.") from None
-        record = Rollback(entry.patch.id, entry.patch.modules, "requested", "rolled back on request", stall, time.time())
+            audit("rollback-rejected", entry.patch.id, actor, outcome="rejected", reason=Reason.PAUSE_TIMEOUT, detail=str(exc))
+            raise PatchRejected(f"rollback of {entry.patch.id} refused: workers did not park within {timeout}s ({exc}); try again.",
+                                reason=Reason.PAUSE_TIMEOUT, patch_id=entry.patch.id, modules=entry.patch.modules) from None
+        record = Rollback(entry.patch.id, entry.patch.modules, Reason.REQUESTED, "rolled back on request", stall, time.time())
         with _state_lock:
             _applied.remove(entry)
         _record(record)
         audit("rolled-back", entry.patch.id, actor, modules=list(entry.patch.modules), outcome="rolled-back",
-              reason="requested", stall_seconds=stall)
+              reason=Reason.REQUESTED, stall_seconds=stall)
         plog.info("rolled back on request (stall %.6fs)", stall)
         return record
     finally:
@@ -209,18 +218,20 @@ def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, a
 
 def _rollback_target(patch_id: str | None) -> _Applied:
     with _state_lock:
-        if not _applied:
-            raise PatchRejected("there is no applied patch to roll back.")
+        if not _applied and patch_id is None:
+            raise PatchRejected("there is no applied patch to roll back.", reason=Reason.NOTHING_TO_ROLL_BACK)
         index = len(_applied) - 1 if patch_id is None else next(
             (i for i, a in enumerate(_applied) if a.patch.id == patch_id), None)
         if index is None:
             known = any(isinstance(h, Patch) and h.id == patch_id for h in _history)
             why = "it was already rolled back or is too old to roll back" if known else "no such patch"
-            raise PatchRejected(f"patch {patch_id} cannot be rolled back: {why}.")
+            raise PatchRejected(f"patch {patch_id} cannot be rolled back: {why}.", patch_id=patch_id,
+                                reason=Reason.NOT_ROLLBACKABLE if known else Reason.UNKNOWN_PATCH)
         entry = _applied[index]
         later = [a.patch.id for a in _applied[index + 1:] if set(a.patch.modules) & set(entry.patch.modules)]
         if later:
-            raise PatchRejected(f"patch {entry.patch.id} has later patches on the same modules ({', '.join(later)}); roll those back first.")
+            raise PatchRejected(f"patch {entry.patch.id} has later patches on the same modules ({', '.join(later)}); roll those back first.",
+                                reason=Reason.LATER_PATCHES, patch_id=entry.patch.id, modules=entry.patch.modules)
         return entry
 
 
@@ -232,7 +243,8 @@ def _pins(expect: str | Sequence[str] | None, n: int) -> list[str | None]:
         return [None] * n
     pins = [expect] if isinstance(expect, str) else list(expect)
     if len(pins) != n:
-        raise PatchRejected(f"expect_sha256 has {len(pins)} values for {n} modules; give one per module.")
+        raise PatchRejected(f"expect_sha256 has {len(pins)} values for {n} modules; give one per module.",
+                            reason=Reason.INVALID_ARGUMENT)
     return pins
 
 
@@ -265,12 +277,12 @@ class _Transaction:
     def audit(self, step: str, **fields: object) -> None:
         audit(step, self.id, self.actor, modules=list(self.names), **fields)
 
-    def reject(self, message: str, outcome: str, **details: object) -> PatchRejected:
-        self.audit("rejected", outcome=outcome, reason=message)
+    def reject(self, message: str, reason: Reason, **fields: Any) -> PatchRejected:
+        self.audit("rejected", outcome=reason, reason=reason, detail=message)
         self.log.warning("rejected: %s", message)
-        return PatchRejected(message, self.report, patch_id=self.id, **details)
+        return PatchRejected(message, self.report, reason=reason, patch_id=self.id, modules=self.names, **fields)
 
-    def undo_or_fail(self, undo: UndoLog, reason: str, cause: BaseException | None = None) -> None:
+    def undo_or_fail(self, undo: UndoLog, reason: Reason, cause: BaseException | None = None) -> None:
         """Undo everything; if some entry cannot be restored, say so loudly: restart is the way out."""
         try:
             undo.undo()
@@ -280,7 +292,7 @@ class _Transaction:
             raise RollbackIncomplete(
                 f"{', '.join(self.names)}: undoing the patch after {reason} could not restore {len(exc.failures)} object(s)"
                 f" ({exc}); the process may mix old and new code, restart it.",
-                self.report, failures=exc.failures, patch_id=self.id) from cause
+                self.report, failures=exc.failures, patch_id=self.id, reason=reason, modules=self.names) from cause
 
     def run(self, checks, probation, timeout, allow_risky, pins, expected) -> Patch:
         started = time.time()
@@ -296,17 +308,18 @@ class _Transaction:
             r = a.report
             if r.verdict == BLOCKED:
                 worst = next(f for f in r.findings if f.severity == BLOCKED)
-                raise self.reject(f"{r.module} was not patched: {worst.message}; fix the file and try again.", "blocked")
+                raise self.reject(f"{r.module} was not patched: {worst.message}; fix the file and try again.", Reason.BLOCKED)
             if r.verdict == RISKY and not allow_risky:
                 codes = sorted({f.code for f in r.findings if f.severity == RISKY})
                 raise self.reject(
                     f"{r.module} was not patched: the change is risky ({', '.join(codes)}); review the dry run and pass allow_risky=True to apply it.",
-                    "risky")
+                    Reason.RISKY)
             if pin is not None and a.disk.sha256 != pin:
                 actual = a.disk.sha256 or "unreadable"
-                raise self.reject(f"{r.module} was not patched: the file's sha256 is {actual[:12]}, not the reviewed {pin[:12]}; dry-run again.", "sha256-mismatch")
+                raise self.reject(f"{r.module} was not patched: the file's sha256 is {actual[:12]}, not the reviewed {pin[:12]}; dry-run again.",
+                                  Reason.SHA256_MISMATCH, file=a.path, sha256=actual)
         if all(r.verdict == UNCHANGED for r in reports):
-            patch = Patch(self.id, "unchanged", self.names, self.report, reports, (), 0.0, started, None, time.time(), 0.0, shas)
+            patch = Patch(self.id, PatchStatus.UNCHANGED, self.names, self.report, reports, (), 0.0, started, None, time.time(), 0.0, shas)
             _record(patch)
             self.audit("unchanged", outcome="unchanged", sha256=list(shas))
             self.log.info("%s unchanged: nothing to apply", who)
@@ -322,26 +335,28 @@ class _Transaction:
                 try:
                     for a in work:
                         events.extend(Swapper(a, undo).run())
-                    problems = [p for a in work for p in verify_swap(a)]
-                    if problems:
-                        raise RuntimeError("; ".join(problems))
                 except BaseException as exc:
-                    self.undo_or_fail(undo, "swap-failed", exc)
+                    self.undo_or_fail(undo, Reason.SWAP_FAILED, exc)
                     raise self.reject(
                         f"{who} was not patched: {type(exc).__name__} during the swap: {exc}; nothing was changed, fix the source and try again.",
-                        "swap-failed", error=exc) from exc
+                        Reason.SWAP_FAILED, error=exc) from exc
+                problems = [p for a in work for p in verify_swap(a)]
+                if problems:
+                    self.undo_or_fail(undo, Reason.VERIFY_FAILED)
+                    raise self.reject(f"{who} was not patched: the swapped code is not the compiled disk code ({'; '.join(problems)});"
+                                      " nothing was changed; report this.", Reason.VERIFY_FAILED)
         except safepoints.PauseTimeout as exc:
-            raise self.reject(f"{who} was not patched: workers did not park within {timeout}s: {exc}", "pause-timeout") from None
+            raise self.reject(f"{who} was not patched: workers did not park within {timeout}s: {exc}", Reason.PAUSE_TIMEOUT) from None
         applied_at = time.time()
         stall = held.stall_seconds
         self.audit("swapped", outcome="swapped", stall_seconds=stall, events=len(events), sha256=list(shas))
         self.log.info("swapped %d definitions (workers held %.6fs)", len(events), stall)
-        patch = Patch(self.id, "applied", self.names, self.report, reports, tuple(events), stall, started, applied_at, 0.0, 0.0, shas)
+        patch = Patch(self.id, PatchStatus.APPLIED, self.names, self.report, reports, tuple(events), stall, started, applied_at, 0.0, 0.0, shas)
         failure = _probation(work, checks, probation, expected, self.log)
         finished = time.time()
         patch = attrs.evolve(patch, finished_at=finished, probation_seconds=finished - applied_at)
         if failure is not None:
-            reason, detail, exc, formatted = failure
+            reason, detail, exc, formatted, check = failure
             try:
                 rb_stall = _automatic_undo(undo, max(timeout, 1.0), self.log)
             except UndoIncomplete as incomplete:
@@ -351,14 +366,15 @@ class _Transaction:
                 raise RollbackIncomplete(
                     f"{who} was patched and the automatic rollback after {reason} could not restore"
                     f" {len(incomplete.failures)} object(s) ({incomplete}); restart the process.",
-                    self.report, failures=incomplete.failures, patch_id=self.id) from exc
+                    self.report, failures=incomplete.failures, patch_id=self.id, reason=reason, modules=self.names) from exc
             _record(patch)
             _record(Rollback(self.id, self.names, reason, detail, rb_stall, time.time()))
             self.audit("rolled-back", outcome="rolled-back", reason=reason, detail=detail, stall_seconds=rb_stall)
             self.log.warning("rolled back: %s", detail)
             raise PatchRolledBack(
                 f"{who} was patched and rolled back: {detail}; the previous code is running, fix the source and apply again.",
-                self.report, failure=exc, patch_id=self.id, reason=reason, traceback=formatted)
+                self.report, failure=exc, patch_id=self.id, reason=reason, modules=self.names, check=check,
+                traceback=formatted)
         _record(patch)
         with _state_lock:
             _applied.append(_Applied(patch, undo))
@@ -393,7 +409,7 @@ def _wait_consistent(analyses: list[Plan], deadline: float, tx: _Transaction) ->
         if time.time() >= deadline:
             raise tx.reject(
                 "not patched: running threads are inside code that would change: " + "; ".join(offenders)
-                + "; register them as safepoints workers or retry when they are idle.", "threads-in-code")
+                + "; register them as safepoints workers or retry when they are idle.", Reason.THREADS_IN_CODE)
         time.sleep(0.001)  # holding the pause; these threads need a moment to leave the code
 
 
@@ -410,9 +426,11 @@ def _recheck_files(analyses: list[Plan], tx: _Transaction) -> None:
         try:
             now = read_state(a.path)
         except SourceProblem as exc:
-            raise tx.reject(f"{a.report.module} was not patched: the file changed during the apply ({exc.message}); try again.", "file-changed") from None
+            raise tx.reject(f"{a.report.module} was not patched: the file changed during the apply ({exc.message}); try again.",
+                            Reason.FILE_CHANGED, file=a.path) from None
         if now != a.disk:
-            raise tx.reject(f"{a.report.module} was not patched: the file changed on disk during the apply (sha256 {now.sha256[:12]}); dry-run and try again.", "file-changed")
+            raise tx.reject(f"{a.report.module} was not patched: the file changed on disk during the apply (sha256 {now.sha256[:12]}); dry-run and try again.",
+                            Reason.FILE_CHANGED, file=now.path, sha256=now.sha256)
 
 
 def _probation(analyses, checks, probation, expected, plog):
@@ -439,13 +457,13 @@ def _probation(analyses, checks, probation, expected, plog):
             try:
                 ok = check()
             except Exception as exc:  # noqa: BLE001 - a failing check is the signal we want
-                return "check-failed", f"check {name} raised {type(exc).__name__}: {exc}", exc, _format(exc)
+                return Reason.CHECK_FAILED, f"check {name} raised {type(exc).__name__}: {exc}", exc, _format(exc), name
             if ok is False:
-                return "check-failed", f"check {name} returned False", None, None
+                return Reason.CHECK_FAILED, f"check {name} returned False", None, None, name
         if not watch.wait(probation) or watch.failed.is_set():
             exc = watch.failure
-            return ("probation-failed", f"{type(exc).__name__}: {exc} escaped {watch.where} during probation", exc,
-                    watch.formatted)
+            return (Reason.PROBATION_FAILED, f"{type(exc).__name__}: {exc} escaped {watch.where} during probation", exc,
+                    watch.formatted, None)
     plog.debug("probation passed (%s, %.1fs)", watch.mechanism, probation)
     return None
 

@@ -22,6 +22,7 @@ import hotfix
 import safepoints
 from verification import Report
 
+from .._outcomes import Reason, State, answer
 from .._scope import Scope, stale_modules
 from ._audit import AuditSink, printable
 from ._auth import HostAllowlist, host_allowed, host_allowlist, resolve_token, token_matches
@@ -31,7 +32,6 @@ from ._routes import API_PREFIX, MAX_BODY, ROUTES_BY_PATH, SCHEMA_VERSION, BadRe
 _log = logging.getLogger("hotfix.admin")
 
 Check = Callable[[], object]
-BUSY_TEXT = "another hotfix transaction is in progress"
 
 
 @attrs.frozen
@@ -222,7 +222,7 @@ class Router:
         try:
             report = hotfix.dry_run(name)
         except hotfix.PatchRejected as exc:  # unloaded between our check and the call
-            raise _Fail(404, "unknown-module", exc.message) from None
+            raise _outcome_fail(exc, record, module=name) from None
         return 200, {"outcome": report.verdict, "module": name, "report": report.to_dict(), "report_text": str(report)}
 
     def _route_apply(self, args: dict, record: dict) -> tuple[int, dict]:
@@ -239,23 +239,8 @@ class Router:
         kwargs["actor"] = f"admin endpoint ({record.get('remote') or 'local'})"
         try:
             patch = hotfix.apply(name, **kwargs)
-        except hotfix.RollbackIncomplete as exc:
-            record["outcome"] = "rollback-incomplete"
-            raise _Fail(500, "rollback-incomplete", exc.message, outcome="rollback-incomplete", module=name,
-                        failures=list(exc.failures), **_reports(exc.report)) from None
-        except hotfix.PatchRolledBack as exc:
-            record["patch_id"] = exc.details.get("patch_id")
-            record["outcome"] = "rolled-back"
-            raise _Fail(409, "rolled-back", exc.message, outcome="rolled-back", module=name,
-                        reason=exc.details.get("reason", "rolled-back"), patch_id=exc.details.get("patch_id"),
-                        failure=_describe(exc.failure), **_reports(exc.report)) from None
-        except hotfix.PatchRejected as exc:
-            if name not in sys.modules:
-                raise _Fail(404, "unknown-module", exc.message) from None
-            reason = _rejection_reason(exc, kwargs["allow_risky"])
-            record["outcome"] = f"rejected:{reason}"
-            raise _Fail(409, "rejected", exc.message, outcome="rejected", module=name, reason=reason,
-                        **_reports(exc.report)) from None
+        except hotfix.HotfixError as exc:
+            raise _outcome_fail(exc, record, module=name) from None
         record["patch_id"] = patch.id
         return 200, {"outcome": patch.status, "module": name, "patch": patch.to_dict(),
                      "report_text": str(patch.report) if isinstance(patch.report, Report) else None}
@@ -269,8 +254,8 @@ class Router:
             live = [h for h in history if isinstance(h, hotfix.Patch) and h.status == "applied" and h.id not in undone
                     and all(self.policy.allows_module(m, sys.modules.get(m)) for m in h.modules)]
             if not live:
-                raise _Fail(409, "rejected", "there is no applied patch to roll back.", outcome="rejected",
-                            reason="nothing-to-roll-back")
+                raise _outcome_fail(hotfix.PatchRejected("there is no applied patch to roll back.",
+                                                         reason=Reason.NOTHING_TO_ROLL_BACK), record)
             patch_id = live[-1].id
         elif patch_id not in patches:
             raise _Fail(404, "unknown-patch", f"no patch {printable(patch_id, 128)} in this process's history.")
@@ -283,14 +268,8 @@ class Router:
         actor = f"admin endpoint ({record.get('remote') or 'local'})"
         try:
             rb = hotfix.rollback(patch_id, actor=actor, **({"timeout": timeout} if timeout is not None else {}))
-        except hotfix.RollbackIncomplete as exc:
-            record["outcome"] = "rollback-incomplete"
-            raise _Fail(500, "rollback-incomplete", exc.message, outcome="rollback-incomplete", patch_id=patch_id,
-                        failures=list(exc.failures)) from None
-        except hotfix.PatchRejected as exc:
-            reason = "busy" if BUSY_TEXT in exc.message else "precondition"
-            record["outcome"] = f"rejected:{reason}"
-            raise _Fail(409, "rejected", exc.message, outcome="rejected", reason=reason, patch_id=patch_id) from None
+        except hotfix.HotfixError as exc:
+            raise _outcome_fail(exc, record, patch_id=patch_id) from None
         return 200, {"outcome": "rolled-back", "rollback": rb.to_dict()}
 
     def _route_history(self, args: dict, record: dict) -> tuple[int, dict]:
@@ -312,16 +291,30 @@ class Router:
         return [stale.to_dict() for stale in stale_modules(self.policy)]
 
 
-def _rejection_reason(exc: hotfix.PatchRejected, allow_risky: bool) -> str:
-    if BUSY_TEXT in exc.message:
-        return "busy"
-    report = exc.report
-    verdicts = [r.verdict for r in report] if isinstance(report, tuple) else [getattr(report, "verdict", None)]
-    if "blocked" in verdicts:
-        return "blocked"
-    if "risky" in verdicts and not allow_risky and "risky" in exc.message:
-        return "risky"
-    return "precondition"
+def _outcome_fail(exc: hotfix.HotfixError, record: dict, **fields: Any) -> _Fail:
+    """The answer for a transaction outcome: status and words from the one table (``hotfix._outcomes``)."""
+    row = answer(exc.reason, exc.state)
+    given = fields.pop("patch_id", None)
+    patch_id = exc.patch_id or given
+    if row.http_status == 404:  # unknown module / patch: the message alone, as for the endpoint's own checks
+        record["outcome"] = row.error
+        return _Fail(row.http_status, row.error, exc.message)
+    record["outcome"] = f"{row.outcome}:{row.reason}" if row.outcome == "rejected" else row.outcome
+    body: dict[str, Any] = {"outcome": row.outcome, **fields, "reason_code": exc.reason.value, "state": exc.state.value}
+    if row.reason is not None:
+        body["reason"] = row.reason
+    if exc.state != State.UNCHANGED or patch_id is not None:
+        record["patch_id"] = patch_id
+        body["patch_id"] = patch_id
+    if isinstance(exc, hotfix.PatchRolledBack):
+        body["failure"] = _describe(exc.failure)
+    if isinstance(exc, hotfix.RollbackIncomplete):
+        body["failures"] = list(exc.failures)
+    if exc.check is not None:
+        body["check"] = exc.check
+    if exc.audit_error is not None:
+        body["audit_error"] = exc.audit_error
+    return _Fail(row.http_status, row.error, exc.message, **body, **_reports(exc.report))
 
 
 def _reports(report: Any) -> dict:
