@@ -13,6 +13,12 @@ cache tag and optimisation level), so it can never be stale the way a
 ``.pyc`` can. The cache directory must belong to this user and be closed
 to others (loading code from a directory others can write is code
 injection); otherwise it is refused.
+
+*Scope*: only modules of the application get a baseline (by default those
+whose file is outside the standard library and site-packages; or the
+dotted-name prefixes / directories given to ``install``; ``hotfix._scope``
+decides). Everything else is left to the normal loader, ``.pyc`` and all,
+so importing a framework after ``install()`` costs what it costs without it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import stat
 import sys
 import threading
 import types
+from collections.abc import Iterable
 
 from verification import Baseline, FileState, sha256_hex
 
@@ -34,6 +41,22 @@ _lock = threading.Lock()
 _baselines: dict[str, Baseline] = {}
 _code_cache: str | None = None
 _log = logging.getLogger("hotfix")
+_scope = None  # hotfix._scope.Scope given to install(); None: not installed
+
+
+def in_scope(spec: importlib.machinery.ModuleSpec, scope) -> bool:  # noqa: ANN001 - hotfix._scope.Scope
+    """Does this import get a baseline? (``hotfix._scope`` decides; a cheap test first.)"""
+    from ._scope import system_directories
+
+    origin = spec.origin or ""
+    if scope.application_code and origin.startswith(tuple(d + os.sep for d in system_directories())):
+        return False  # the common case for frameworks: no path resolution needed
+    return scope.allows_spec(spec)
+
+
+def current_scope():  # noqa: ANN201 - hotfix._scope.Scope | None
+    """The scope given to ``install`` (``None``: not installed)."""
+    return _scope
 
 
 def set_code_cache(directory: str | os.PathLike[str] | None) -> None:
@@ -125,7 +148,10 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
 
 
 class BaselineFinder:
-    """Meta path finder wrapping the others; only plain source modules are touched."""
+    """Meta path finder wrapping the others; only plain source modules in scope are touched."""
+
+    def __init__(self, scope) -> None:  # noqa: ANN001 - hotfix._scope.Scope
+        self.scope = scope
 
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001 - importlib protocol
         for finder in sys.meta_path:
@@ -137,7 +163,7 @@ class BaselineFinder:
             spec = find(fullname, path, target)
             if spec is None:
                 continue
-            if type(spec.loader) is importlib.machinery.SourceFileLoader:
+            if type(spec.loader) is importlib.machinery.SourceFileLoader and in_scope(spec, self.scope):
                 spec.loader = BaselineLoader(spec.loader.name, spec.loader.path)
             return spec
         return None
@@ -146,8 +172,14 @@ class BaselineFinder:
         return None
 
 
-def install(*, code_cache: str | os.PathLike[str] | None = None) -> None:
-    """Record a baseline for every module imported from a ``.py`` file from now on.
+def install(*, code_cache: str | os.PathLike[str] | None = None, prefixes: Iterable[str] | None = None,
+            roots: Iterable[str | os.PathLike[str]] | None = None) -> None:
+    """Record a baseline for every application module imported from a ``.py`` file from now on.
+
+    Scope: ``prefixes`` (dotted-name prefixes, ``"app"`` covers ``app.views``)
+    and/or ``roots`` (directories); by default every module whose file is
+    outside the standard library and site-packages. Modules out of scope
+    import through the normal path (``.pyc``) and cannot be patched.
 
     ``code_cache``: a directory for content-addressed compiled code, so
     imports after ``install()`` do not recompile unchanged files (see the
@@ -156,11 +188,22 @@ def install(*, code_cache: str | os.PathLike[str] | None = None) -> None:
     Idempotent. Modules imported earlier still work: they are compared
     through their live code objects (see the README).
     """
+    global _scope
+    from ._scope import Scope  # not at the top: hotfix._scope reads baselines from here
+
     if code_cache is not None:
         set_code_cache(code_cache)
+    scope = Scope.of(prefixes, roots)
     with _lock:
-        if not any(isinstance(f, BaselineFinder) for f in sys.meta_path):
-            sys.meta_path.insert(0, BaselineFinder())
+        finders = [f for f in sys.meta_path if isinstance(f, BaselineFinder)]
+        if finders:
+            if prefixes is not None or roots is not None:
+                for finder in finders:
+                    finder.scope = scope
+                _scope = scope
+        else:
+            _scope = scope
+            sys.meta_path.insert(0, BaselineFinder(scope))
 
 
 def installed() -> bool:

@@ -8,6 +8,9 @@
     hotfix diff OLD.py NEW.py                      (offline: no process needed)
     hotfix rollout --socket-dir DIR apply MODULE   (every process of a pre-fork server, canary first)
     hotfix rollout --socket-dir DIR dry-run MODULE
+    hotfix rollout --socket-dir DIR status [MODULE]  (per process: sha256 running, patches; converged?)
+    hotfix rollout --socket-dir DIR rollback         (undo the last rollout in every process running it)
+    hotfix run [--socket-dir DIR] [options] -- COMMAND [ARGS...]   (launch a service with hotfix in it)
 
 Address: ``--url`` / ``HOTFIX_URL`` (``http://127.0.0.1:PORT``, or
 ``http+unix://%2Fpath%2Fto.sock``, or a mount point such as
@@ -44,6 +47,8 @@ from ._outcomes import (
     VERDICT_EXIT,
 )
 from ._rollout import ProcessResult, discover, reply_exit_code, rollout
+from ._rollout import rollback as rollout_rollback
+from ._rollout import status as rollout_status
 from .admin._client import Client, Unreachable
 
 SCHEMA_VERSION = 1
@@ -112,11 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--module", help="module name to show in the report")
     p = sub.add_parser("rollout", parents=[common], help="every process of a pre-fork server, canary first")
     p.add_argument("--socket-dir", required=True, help="directory of <pid>.sock endpoints")
-    p.add_argument("--canary", type=int, metavar="PID", help="process to patch first (default: lowest pid)")
+    p.add_argument("--canary", type=int, metavar="PID",
+                   help="process to patch first (default: the lowest pid that serves traffic)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     _apply_options(actions.add_parser("apply", parents=[common], help="canary, then the rest; undo on failure"))
     d = actions.add_parser("dry-run", parents=[common], help="dry-run in every process")
     d.add_argument("module")
+    st = actions.add_parser("status", parents=[common], help="per process: sha256 running, patches; converged?")
+    st.add_argument("module", nargs="?")
+    rb = actions.add_parser("rollback", parents=[common], help="undo the last rollout in every process running it")
+    rb.add_argument("--timeout", type=_positive, metavar="S", help="seconds to wait for workers to park")
+    sub.add_parser("run", help="launch a service with hotfix in every Python process: hotfix run --help")
     return parser
 
 
@@ -152,6 +163,10 @@ def _fail(out: _Out, code: int, kind: str, message: str, **fields: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        from ._run._cli import run_main
+
+        return run_main(argv[1:])
     as_json = "--json" in argv
     parser = build_parser()
     try:
@@ -169,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return _fail(out, EXIT_USAGE, "usage", "a command is required (status, dry-run, apply, rollback, history, diff, rollout)")
     if command == "rollout" and opts.get("action") is None:
-        return _fail(out, EXIT_USAGE, "usage", "rollout needs an action: apply MODULE or dry-run MODULE")
+        return _fail(out, EXIT_USAGE, "usage", "rollout needs an action: apply MODULE, dry-run MODULE, status [MODULE] "
+                     "or rollback")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hotfix: %(message)s"))
     _log.addHandler(handler)
@@ -372,19 +388,30 @@ def _rollout(out: _Out, opts: dict) -> int:
     def progress(proc: ProcessResult) -> None:
         _log.info("%s %s: %s", proc.pid, proc.outcome, proc.message)
 
-    result = rollout(socket_dir, opts["module"], token=token, action=action,
-                     allow_risky=bool(opts.get("allow_risky")), probation=opts.get("probation"),
-                     timeout=opts.get("timeout"), expect_sha256=opts.get("expect_sha256"),
-                     canary=opts.get("canary"), http_timeout=_long_wait(opts),
-                     progress=progress)
+    if action == "status":
+        result = rollout_status(socket_dir, opts.get("module"), token=token,
+                                http_timeout=opts.get("http_timeout") or 30.0, progress=progress)
+    elif action == "rollback":
+        result = rollout_rollback(socket_dir, token=token, http_timeout=_long_wait(opts), timeout=opts.get("timeout"),
+                                  progress=progress)
+    else:
+        result = rollout(socket_dir, opts["module"], token=token, action=action,
+                         allow_risky=bool(opts.get("allow_risky")), probation=opts.get("probation"),
+                         timeout=opts.get("timeout"), expect_sha256=opts.get("expect_sha256"),
+                         canary=opts.get("canary"), http_timeout=_long_wait(opts),
+                         progress=progress)
     for proc in result.processes:
-        role = "canary" if proc.role == "canary" else ""
         detail = proc.message
-        if action == "dry-run" and proc.sha256:
-            detail = f"sha256 {proc.sha256[:12]}  {detail}"
-        out.say(f"{proc.pid:>8}  {role:<6}  {proc.outcome:<15} {proc.patch_id or '-':<28} {detail}")
-    summary = f"rollout {action} {result.module}: {result.outcome.upper()} - {result.message}" if result.message else \
-        f"rollout {action} {result.module}: {result.outcome.upper()}"
+        sha = proc.disk_sha256 if action == "dry-run" else proc.sha256
+        if sha:
+            detail = f"sha256 {sha[:12]}  {detail}"
+        if action == "status" and proc.patches:
+            detail += f"  (patches in effect: {', '.join(proc.patches)})"
+        parent = f"ppid {proc.ppid}" if proc.ppid else ""
+        out.say(f"{proc.pid:>8}  {proc.role:<11} {parent:<11} {proc.outcome:<15} {proc.patch_id or '-':<24} {detail}")
+    target = f" {result.module}" if result.module else ""
+    summary = f"rollout {action}{target}: {result.outcome.upper()} - {result.message}" if result.message else \
+        f"rollout {action}{target}: {result.outcome.upper()}"
     if result.exit_code == EXIT_OK:
         out.say(summary)
     else:

@@ -1,26 +1,45 @@
-"""Multi-process rollout: patch every process of a pre-fork server, canary first.
+"""Several processes: patch, inspect and undo every process of a service, canary first.
 
-Each process serves its own endpoint on ``<socket-dir>/<pid>.sock``
-(``hotfix.admin.serve_socket_dir``). A rollout:
+Each process serves its own endpoint on ``<socket-dir>/<pid>.sock`` (``hotfix
+run`` does it in every process; or ``hotfix.admin.serve_socket_dir``).
 
-1. *Preflight* (changes nothing): dry-run the module in every process.
-   Abort if a live process is unreachable or refuses the token, the module
-   is unknown or blocked, the processes see different files on disk, or the
-   change is risky without ``allow_risky``. Sockets of dead processes are
-   skipped; processes already running the disk version need nothing.
-2. *Canary*: apply in one process (``canary`` pid, else the lowest pid),
-   pinned to the sha256 every process reported. Apply is synchronous, so
-   its checks and probation window are over when it answers.
-3. *The rest*, one at a time, same pin. On the first failure, roll back
-   every process patched so far (newest first) by patch id, and stop.
+``apply``:
 
-Exit codes are the CLI's: 0 every process runs the new code, 1 risky or
-rolled back, 3 rejected/blocked, 4 a process unreachable or not authorised.
+1. *Preflight* (changes nothing): status and dry-run in every process.
+   A process that has not imported the module is ``not-loaded`` (skipped: it
+   will import the file on disk); a socket whose process has exited is
+   ``gone``. Abort if a live process does not answer or refuses, the module
+   is blocked, the processes see different files, or the change is risky
+   without ``allow_risky``.
+2. *Canary*: one process that serves traffic (it has run units of work or
+   is a server's worker; never a fork source that serves nothing), pinned to
+   the sha256 every process reported. Apply is synchronous: its checks and
+   probation are over when it answers.
+3. *Fork sources* next (a gunicorn master with ``--preload``, Celery's main
+   process), so children forked from now on are born patched; then the rest.
+   On the first failure, roll back every process patched so far (newest
+   first) and stop. A process that exits meanwhile is ``gone``, not a failure.
+4. *Convergence*: processes that appeared meanwhile are checked and patched
+   if they run another version; then every live process that has the module
+   loaded must run the reviewed sha256, or the outcome is ``not-converged``.
+
+``status`` shows per process the sha256 running and the patches in effect,
+and whether the service has converged. ``rollback`` undoes the last rollout
+(recorded in ``<socket-dir>/last-rollout.json``) in every live process
+running it, processes forked since included.
+
+Exit codes are the CLI's: 0 done / converged, 1 risky, rolled back or not
+converged, 2 usage, 3 rejected/blocked, 4 a live process unreachable or not
+authorised. Skipping ``not-loaded`` and ``gone`` processes is not a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import tempfile
+import time
 from collections.abc import Callable
 
 import attrs
@@ -36,21 +55,36 @@ from ._outcomes import (
 from .admin._client import Client, Reply, Unreachable
 from .admin._server import pid_alive
 
+RECORD_NAME = "last-rollout.json"
+#: How often to retry a live process whose endpoint does not answer (it may be starting).
+CONNECT_RETRIES = 3
+
 
 @attrs.define
 class ProcessResult:
-    """One process in a rollout; ``outcome`` is what happened to it last."""
+    """One process; ``outcome`` is what happened to it last, ``sha256`` what it runs (when known).
+
+    ``role``: ``canary`` (the process patched first), ``fork-source`` (forked
+    children and serves nothing), ``worker`` (serves traffic) or ``process``.
+    """
 
     pid: int
     socket: str
-    role: str = "member"  # canary | member
+    role: str = "process"
     outcome: str = "pending"
     verdict: str | None = None
     sha256: str | None = None
+    disk_sha256: str | None = None
     patch_id: str | None = None
     http_status: int | None = None
     message: str = ""
     exit_code: int = EXIT_OK
+    ppid: int | None = None
+    serves_traffic: bool | None = None
+    fork_source: bool = False
+    units_of_work: int = 0
+    patches: list[str] = attrs.field(factory=list)
+    late: bool = False  # appeared after the rollout started
 
     def to_dict(self) -> dict:
         return attrs.asdict(self)
@@ -59,11 +93,12 @@ class ProcessResult:
 @attrs.define
 class RolloutResult:
     action: str
-    module: str
+    module: str | None
     socket_dir: str
-    outcome: str = "pending"  # applied | unchanged | aborted | rolled-back | inconsistent | dry-run
+    outcome: str = "pending"
     exit_code: int = EXIT_OK
     consistent: bool = True
+    converged: bool | None = None
     sha256: str | None = None
     canary: int | None = None
     message: str = ""
@@ -73,8 +108,8 @@ class RolloutResult:
         return {
             "action": self.action, "module": self.module, "socket_dir": self.socket_dir,
             "outcome": self.outcome, "exit_code": self.exit_code, "consistent": self.consistent,
-            "sha256": self.sha256, "canary": self.canary, "message": self.message,
-            "processes": [p.to_dict() for p in self.processes],
+            "converged": self.converged, "sha256": self.sha256, "canary": self.canary,
+            "message": self.message, "processes": [p.to_dict() for p in self.processes],
         }
 
 
@@ -94,6 +129,57 @@ def reply_exit_code(command: str, reply: Reply) -> int:
     return exit_code_for_reply(command, reply.status, reply.body)
 
 
+class _Gone(Exception):
+    """The process behind a socket has exited."""
+
+
+class _Fleet:
+    """Clients for the processes of one socket directory."""
+
+    def __init__(self, socket_dir: str, token: str | None, http_timeout: float) -> None:
+        self.socket_dir = socket_dir
+        self.token = token
+        self.http_timeout = http_timeout
+
+    def client(self, proc: ProcessResult, timeout: float | None = None) -> Client:
+        return Client(socket_path=proc.socket, token=self.token, timeout=timeout or min(self.http_timeout, 30.0))
+
+    def call(self, proc: ProcessResult, fn: Callable[[Client], Reply], timeout: float | None = None,
+             retry: bool = True) -> Reply:
+        """One request; ``_Gone`` if the process has exited, ``Unreachable`` if it is alive and silent."""
+        attempts = CONNECT_RETRIES if retry else 1
+        for attempt in range(attempts):
+            try:
+                return fn(self.client(proc, timeout))
+            except Unreachable:
+                if not pid_alive(proc.pid):
+                    raise _Gone() from None
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.3 * (attempt + 1))  # a process just forked may not serve yet
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def describe(self, proc: ProcessResult, module: str | None) -> dict:
+        """Status of one process: fills role fields, running sha256 and patches in effect."""
+        body = self.call(proc, lambda c: c.status()).body
+        info = body.get("process") or {}
+        proc.ppid = info.get("ppid")
+        proc.serves_traffic = info.get("serves_traffic")
+        proc.fork_source = bool(info.get("fork_source"))
+        proc.units_of_work = int(info.get("units_of_work") or 0)
+        if proc.role != "canary":
+            proc.role = "fork-source" if proc.serves_traffic is False else "worker" if proc.serves_traffic else "process"
+        proc.patches = [p["id"] for p in body.get("patches") or []
+                        if p.get("in_effect") and (module is None or module in (p.get("modules") or []))]
+        if module is not None:
+            proc.sha256 = (body.get("running_sha256") or {}).get(module)
+        return body
+
+
+def _members(socket_dir: str, seen: set[int] | None = None) -> list[ProcessResult]:
+    return [ProcessResult(pid, path) for pid, path in discover(socket_dir) if seen is None or pid not in seen]
+
+
 def rollout(
     socket_dir: str,
     module: str,
@@ -111,65 +197,43 @@ def rollout(
     """Run a rollout (``action="apply"``) or a fleet dry run (``action="dry-run"``)."""
     result = RolloutResult(action, module, socket_dir)
     report = progress or (lambda p: None)
-    members: list[tuple[ProcessResult, Client]] = []
-    for pid, path in discover(socket_dir):
-        proc = ProcessResult(pid, path)
-        result.processes.append(proc)
-        members.append((proc, Client(socket_path=path, token=token, timeout=min(http_timeout, 30.0))))
-    if not members:
+    fleet = _Fleet(socket_dir, token, http_timeout)
+    result.processes = _members(socket_dir)
+    if not result.processes:
         return _finish(result, "aborted", EXIT_UNREACHABLE, f"no <pid>.sock endpoints in {socket_dir}")
 
-    # 1. preflight: dry-run everywhere, change nothing
-    live: list[tuple[ProcessResult, Client]] = []
+    # 1. preflight: status and dry-run everywhere, change nothing
+    live: list[ProcessResult] = []
     abort: tuple[int, str] | None = None
-    for proc, client in members:
-        try:
-            reply = client.dry_run(module)
-        except Unreachable as exc:
-            if not pid_alive(proc.pid):
-                proc.outcome, proc.message = "stale", "socket of a process that no longer exists; skipped"
-                report(proc)
-                continue
-            proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
-            abort = abort or (EXIT_UNREACHABLE, f"process {proc.pid} is unreachable")
-            report(proc)
-            continue
-        proc.http_status = reply.status
-        if reply.status != 200:
-            proc.outcome = "refused"
-            proc.message = reply.body.get("message", "")
-            proc.exit_code = reply_exit_code("dry-run", reply)
-            abort = abort or (proc.exit_code, f"process {proc.pid}: {proc.message}")
-            report(proc)
-            continue
-        rep = reply.body.get("report") or {}
-        proc.verdict = reply.body.get("outcome")
-        proc.sha256 = ((rep.get("source") or {}).get("disk") or {}).get("sha256")
-        proc.exit_code = reply_exit_code("dry-run", reply)
-        proc.outcome = "checked"
-        proc.message = _first_findings(rep)
-        live.append((proc, client))
-        if action == "dry-run":
+    for proc in result.processes:
+        check = _preflight(fleet, proc, module)
+        if check is not None:
+            abort = abort or check
+        if proc.outcome == "checked":
+            live.append(proc)
+        if action == "dry-run" and proc.outcome == "checked":
             proc.outcome = proc.verdict or "?"
-            report(proc)
+        report(proc)
     if action == "dry-run":
         result.exit_code = max((p.exit_code for p in result.processes), default=EXIT_OK)
-        result.sha256 = _common_sha(live)
+        result.sha256 = _common(p.disk_sha256 for p in live) if live else None
+        verdicts = sorted({p.verdict or "?" for p in live})
         result.outcome = "dry-run"
-        verdicts = sorted({p.verdict or "?" for p, _ in live})
-        result.message = (f"{len(live)} process(es) answered: {', '.join(verdicts) or 'none'}"
+        result.message = (f"{len(live)} process(es) have {module} loaded: {', '.join(verdicts) or 'none'}"
                           + (f", disk sha256 {result.sha256}" if result.sha256 else ""))
         if abort:
             result.message = abort[1]
-        elif result.sha256 is None and len({p.sha256 for p, _ in live}) > 1:
+        elif live and result.sha256 is None:
             result.exit_code, result.message = EXIT_REJECTED, "processes see different files on disk"
         return result
     if abort:
         _mark_untouched(result)
-        return _finish(result, "aborted", abort[0], "preflight failed, nothing was changed: " + abort[1])
+        outcome = "unreachable" if abort[0] == EXIT_UNREACHABLE else "aborted"
+        return _finish(result, outcome, abort[0], "preflight failed, nothing was changed: " + abort[1])
     if not live:
-        return _finish(result, "aborted", EXIT_UNREACHABLE, "no live process to patch")
-    shas = {p.sha256 for p, _ in live}
+        return _finish(result, "not-loaded", EXIT_OK, f"no live process has {module} loaded; nothing to patch "
+                       "(processes import the file on disk when they first need it)")
+    shas = {p.disk_sha256 for p in live}
     if len(shas) != 1 or None in shas:
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_REJECTED, "processes see different files on disk "
@@ -180,7 +244,7 @@ def rollout(
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_REJECTED, f"the file's sha256 is {sha[:12]}, not the reviewed "
                        f"{expect_sha256[:12]}; nothing was changed")
-    verdicts = {p.verdict for p, _ in live}
+    verdicts = {p.verdict for p in live}
     if "blocked" in verdicts:
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_REJECTED, "the change is blocked; nothing was changed (restart instead)")
@@ -188,61 +252,182 @@ def rollout(
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_RISKY, "the change is risky; review the dry run and pass "
                        "--allow-risky; nothing was changed")
-    todo = [(p, c) for p, c in live if p.verdict != "unchanged"]
-    for proc, _ in live:
+    todo = [p for p in live if p.verdict != "unchanged"]
+    for proc in live:
         if proc.verdict == "unchanged":
             proc.outcome, proc.message = "unchanged", "already runs the disk version"
-            report(proc)
     if not todo:
-        return _finish(result, "unchanged", EXIT_OK, "every process already runs the disk version")
+        _converge(fleet, result, module, sha, {}, report)
+        return result
     if canary is not None:
-        chosen = [m for m in todo if m[0].pid == canary]
+        chosen = [p for p in todo if p.pid == canary]
         if not chosen:
             _mark_untouched(result)
             return _finish(result, "aborted", EXIT_USAGE, f"canary pid {canary} is not among the processes to patch")
-        todo.remove(chosen[0])
-        todo.insert(0, chosen[0])
-    todo[0][0].role = "canary"
-    result.canary = todo[0][0].pid
-
-    # 2. canary, then 3. the rest
-    patched: list[tuple[ProcessResult, Client]] = []
+        first = chosen[0]
+    else:
+        first = pick_canary(todo)
+    rest = [p for p in todo if p is not first]
+    rest.sort(key=lambda p: (p.role != "fork-source", p.pid))  # fork sources first: later children are born patched
+    first.role = "canary"
+    result.canary = first.pid
     fields = {"expect_sha256": sha, "allow_risky": allow_risky or None, "probation": probation, "timeout": timeout}
-    for index, (proc, client) in enumerate(todo):
-        try:
-            reply = client.apply(module, http_timeout=http_timeout, **fields)
-        except Unreachable as exc:
-            proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
-            report(proc)
-            return _compensate(result, patched, todo[index + 1:], proc, report)
-        proc.http_status = reply.status
-        proc.exit_code = reply_exit_code("apply", reply)
-        body = reply.body
-        if reply.status == 200:
-            patch = body.get("patch") or {}
-            proc.outcome = body.get("outcome", "applied")
-            proc.patch_id = patch.get("id")
-            proc.message = f"workers held {patch.get('stall_seconds', 0):.6f}s, probation {patch.get('probation_seconds', 0):.2f}s"
-            if proc.outcome == "applied":
-                patched.append((proc, client))
+
+    # 2. canary, then 3. fork sources and the rest
+    patched: list[ProcessResult] = []
+    ordered = [first, *rest]
+    for index, proc in enumerate(ordered):
+        failed = _apply_one(fleet, proc, module, fields, report)
+        if proc.outcome == "applied":
+            patched.append(proc)
+        if failed:
+            return _compensate(fleet, result, patched, ordered[index + 1:], proc, report)
+    _write_record(socket_dir, module, sha, patched)
+    # 4. convergence: late processes, then every live holder runs the reviewed sha256
+    _converge(fleet, result, module, sha, fields, report)
+    return result
+
+
+def pick_canary(todo: list[ProcessResult]) -> ProcessResult:
+    """Lowest pid that serves traffic; else one not known to serve nothing; a fork source only if alone."""
+    for wanted in (True, None, False):
+        for proc in sorted(todo, key=lambda p: p.pid):
+            if proc.serves_traffic is wanted:
+                return proc
+    return todo[0]
+
+
+def _preflight(fleet: _Fleet, proc: ProcessResult, module: str) -> tuple[int, str] | None:
+    """Status + dry-run of one process; returns an abort reason, or None."""
+    try:
+        fleet.describe(proc, module)
+        reply = fleet.call(proc, lambda c: c.dry_run(module))
+    except _Gone:
+        proc.outcome, proc.message = "gone", "the process has exited; skipped"
+        return None
+    except Unreachable as exc:
+        proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
+        return EXIT_UNREACHABLE, f"process {proc.pid} is unreachable"
+    proc.http_status = reply.status
+    body = reply.body
+    if reply.status == 404 and body.get("reason") == "not-loaded":
+        proc.outcome, proc.message = "not-loaded", "has not imported the module; it will import the file on disk"
+        return None
+    if reply.status != 200:
+        proc.outcome = "refused"
+        proc.message = body.get("message", "")
+        proc.exit_code = reply_exit_code("dry-run", reply)
+        return proc.exit_code, f"process {proc.pid}: {proc.message}"
+    rep = body.get("report") or {}
+    proc.verdict = body.get("outcome")
+    proc.disk_sha256 = ((rep.get("source") or {}).get("disk") or {}).get("sha256")
+    proc.exit_code = reply_exit_code("dry-run", reply)
+    proc.outcome = "checked"
+    proc.message = _first_findings(rep)
+    return None
+
+
+def _apply_one(fleet: _Fleet, proc: ProcessResult, module: str, fields: dict, report: Callable) -> bool:
+    """Apply in one process; True when that is a failure that stops the rollout."""
+    try:
+        reply = fleet.call(proc, lambda c: c.apply(module, http_timeout=fleet.http_timeout, **fields),
+                           timeout=fleet.http_timeout, retry=False)
+    except _Gone:
+        proc.outcome, proc.message = "gone", "the process exited during the rollout; skipped"
+        report(proc)
+        return False
+    except Unreachable as exc:
+        proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
+        report(proc)
+        return True
+    proc.http_status = reply.status
+    proc.exit_code = reply_exit_code("apply", reply)
+    body = reply.body
+    if reply.status == 200:
+        patch = body.get("patch") or {}
+        proc.outcome = body.get("outcome", "applied")
+        proc.patch_id = patch.get("id")
+        proc.sha256 = fields.get("expect_sha256")
+        proc.message = (f"paused {patch.get('stall_seconds', 0):.6f}s, "
+                        f"probation {patch.get('probation_seconds', 0):.2f}s passed")
+        report(proc)
+        return False
+    if reply.status == 404 and body.get("reason") == "not-loaded":
+        proc.outcome, proc.message = "not-loaded", "unloaded the module meanwhile; skipped"
+        report(proc)
+        return False
+    proc.outcome = body.get("outcome") or body.get("error") or f"http-{reply.status}"
+    proc.patch_id = body.get("patch_id")
+    proc.message = body.get("message", "")
+    report(proc)
+    return True
+
+
+def _converge(fleet: _Fleet, result: RolloutResult, module: str, sha: str, fields: dict,
+              report: Callable[[ProcessResult], None]) -> None:
+    """Check late processes (patch them if needed), then that every live holder runs ``sha``."""
+    seen = {p.pid for p in result.processes}
+    for proc in _members(result.socket_dir, seen):
+        proc.late = True
+        result.processes.append(proc)
+        if _preflight(fleet, proc, module) is not None or proc.outcome != "checked":
             report(proc)
             continue
-        proc.outcome = body.get("outcome") or body.get("error") or f"http-{reply.status}"
-        proc.patch_id = body.get("patch_id")
-        proc.message = body.get("message", "")
-        report(proc)
-        return _compensate(result, patched, todo[index + 1:], proc, report)
-    return _finish(result, "applied", EXIT_OK, f"{len(patched)} process(es) patched, canary {result.canary}")
+        if proc.verdict == "unchanged" and proc.disk_sha256 == sha:
+            proc.outcome, proc.message = "unchanged", "appeared during the rollout; runs the reviewed version"
+            report(proc)
+            continue
+        if proc.disk_sha256 != sha or proc.verdict not in ("safe", "risky") or not fields:
+            proc.outcome, proc.message = "differs", "appeared during the rollout and runs another version"
+            report(proc)
+            continue
+        _apply_one(fleet, proc, module, fields, report)
+    lagging = []
+    for proc in result.processes:
+        if proc.outcome in ("gone", "not-loaded", "unreachable"):
+            continue
+        try:
+            fleet.describe(proc, module)
+        except _Gone:
+            proc.outcome, proc.message = "gone", "the process has exited; skipped"
+            continue
+        except Unreachable as exc:
+            proc.outcome, proc.message = "unreachable", str(exc)
+            lagging.append(proc)
+            continue
+        if proc.sha256 is not None and proc.sha256 != sha:
+            lagging.append(proc)
+            if proc.outcome in ("applied", "unchanged"):
+                proc.outcome = "differs"
+            proc.message = f"runs {proc.sha256[:12]}, not the reviewed {sha[:12]}"
+    patched = sum(1 for p in result.processes if p.outcome == "applied")
+    skipped = sum(1 for p in result.processes if p.outcome in ("gone", "not-loaded"))
+    result.converged = not lagging
+    if lagging:
+        _finish(result, "not-converged", EXIT_RISKY,
+                f"{len(lagging)} live process(es) do not run the reviewed sha256: "
+                + ", ".join(str(p.pid) for p in lagging))
+        return
+    tail = f"; {skipped} skipped (not-loaded or gone)" if skipped else ""
+    if patched:
+        _finish(result, "applied", EXIT_OK, f"{patched} process(es) patched, canary {result.canary}; "
+                f"every live process with {module} loaded runs {sha[:12]}{tail}")
+    else:
+        _finish(result, "unchanged", EXIT_OK, f"every live process already runs the disk version{tail}")
 
 
-def _compensate(result: RolloutResult, patched: list, remaining: list, failed: ProcessResult,
-                report: Callable[[ProcessResult], None]) -> RolloutResult:
-    for proc, _ in remaining:
+def _compensate(fleet: _Fleet, result: RolloutResult, patched: list[ProcessResult], remaining: list[ProcessResult],
+                failed: ProcessResult, report: Callable[[ProcessResult], None]) -> RolloutResult:
+    for proc in remaining:
         proc.outcome, proc.message = "not-attempted", "rollout stopped before this process"
         report(proc)
-    for proc, client in reversed(patched):
+    for proc in reversed(patched):
         try:
-            reply = client.rollback(proc.patch_id, http_timeout=60.0)
+            reply = fleet.call(proc, lambda c, pid=proc.patch_id: c.rollback(pid, http_timeout=60.0), retry=False)
+        except _Gone:
+            proc.outcome, proc.message = "gone", "exited before its patch could be rolled back"
+            report(proc)
+            continue
         except Unreachable as exc:
             reply = Reply(0, {"message": str(exc)})
         if reply.status == 200:
@@ -252,12 +437,195 @@ def _compensate(result: RolloutResult, patched: list, remaining: list, failed: P
             proc.message = f"ROLLBACK FAILED, still running patch {proc.patch_id}: {reply.body.get('message', '')}"
             result.consistent = False
         report(proc)
-    outcome = "rolled-back" if result.consistent else "inconsistent"
-    undone = f"; {len(patched)} patched process(es) rolled back" if patched else "; no other process was changed"
+    result.converged = result.consistent
     if not result.consistent:
-        undone = "; SOME ROLLBACKS FAILED, the processes run different code: roll back by hand or restart"
+        return _finish(result, "inconsistent", failed.exit_code or EXIT_REJECTED,
+                       f"process {failed.pid} failed ({failed.outcome}); SOME ROLLBACKS FAILED, the processes run "
+                       "different code: roll back by hand or restart")
+    undone = f"; {len(patched)} patched process(es) rolled back" if patched else "; no other process was changed"
+    if failed.outcome == "rolled-back":
+        outcome = "rolled-back"  # the failing process applied and undid the patch itself
+    elif patched:
+        outcome = "rolled-back"
+    else:
+        outcome = failed.outcome if failed.outcome in ("rejected", "unreachable") else "rejected"
     return _finish(result, outcome, failed.exit_code or EXIT_REJECTED,
                    f"process {failed.pid} failed ({failed.outcome}){undone}")
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status(socket_dir: str, module: str | None, *, token: str | None, http_timeout: float = 30.0,
+           progress: Callable[[ProcessResult], None] | None = None) -> RolloutResult:
+    """Per process: sha256 running, patches in effect; ``converged`` when all run the disk version."""
+    result = RolloutResult("status", module, socket_dir)
+    report = progress or (lambda p: None)
+    fleet = _Fleet(socket_dir, token, http_timeout)
+    result.processes = _members(socket_dir)
+    running: dict[str, set[str]] = {}
+    lagging = unreachable = 0
+    for proc in result.processes:
+        try:
+            body = fleet.describe(proc, module)
+        except _Gone:
+            proc.outcome, proc.message = "gone", "the process has exited"
+            report(proc)
+            continue
+        except Unreachable as exc:
+            proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
+            unreachable += 1
+            report(proc)
+            continue
+        stale = {s["module"]: s for s in body.get("stale_modules") or []}
+        for name, digest in (body.get("running_sha256") or {}).items():
+            if module is None or name == module:
+                running.setdefault(name, set()).add(digest)
+        if module is not None:
+            if proc.sha256 is None:
+                proc.outcome, proc.message = "not-loaded", f"has not imported {module}"
+            elif module in stale:
+                proc.outcome, proc.message = "stale", f"the file on disk is {(stale[module].get('disk_sha256') or '?')[:12]}"
+                lagging += 1
+            else:
+                proc.outcome, proc.message = "current", "runs the file on disk"
+        else:
+            proc.outcome = "stale" if stale else "current"
+            proc.message = ", ".join(sorted(stale)) if stale else "runs the files on disk"
+            lagging += bool(stale)
+        proc.patch_id = proc.patches[-1] if proc.patches else None
+        report(proc)
+    split = sorted(name for name, digests in running.items() if len(digests) > 1)
+    result.converged = not lagging and not unreachable and not split
+    if module is not None and len(running.get(module, ())) == 1:
+        result.sha256 = next(iter(running[module]))
+    live = sum(1 for p in result.processes if p.outcome not in ("gone", "unreachable"))
+    if not result.processes:
+        return _finish(result, "unreachable", EXIT_UNREACHABLE, f"no <pid>.sock endpoints in {socket_dir}")
+    if result.converged:
+        what = f"{module} {result.sha256[:12]}" if module and result.sha256 else (module or "every module")
+        return _finish(result, "converged", EXIT_OK, f"{live} live process(es) run the same code ({what}), "
+                       "the file on disk")
+    parts = []
+    if lagging:
+        parts.append(f"{lagging} process(es) run something else than the file on disk")
+    if split:
+        parts.append("processes run different versions of " + ", ".join(split[:5]))
+    if unreachable:
+        parts.append(f"{unreachable} live process(es) unreachable")
+    return _finish(result, "not-converged", EXIT_UNREACHABLE if unreachable and not (lagging or split) else EXIT_RISKY,
+                   "; ".join(parts))
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def _write_record(socket_dir: str, module: str, sha: str, patched: list[ProcessResult]) -> None:
+    record = {"module": module, "sha256": sha, "at": time.time(),
+              "patches": {str(p.pid): p.patch_id for p in patched}}
+    fd, tmp = tempfile.mkstemp(prefix=".rollout-", dir=socket_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record, fh)
+        os.replace(tmp, os.path.join(socket_dir, RECORD_NAME))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def read_record(socket_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(socket_dir, RECORD_NAME), encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("module") and record.get("sha256") else None
+
+
+def rollback(socket_dir: str, *, token: str | None, http_timeout: float = 300.0, timeout: float | None = None,
+             progress: Callable[[ProcessResult], None] | None = None) -> RolloutResult:
+    """Undo the last rollout in every live process that runs its patch (processes forked since included)."""
+    record = read_record(socket_dir)
+    result = RolloutResult("rollback", record["module"] if record else None, socket_dir)
+    if record is None:
+        return _finish(result, "aborted", EXIT_USAGE, f"no rollout recorded in {socket_dir}")
+    module, sha = record["module"], record["sha256"]
+    result.sha256 = sha
+    report = progress or (lambda p: None)
+    fleet = _Fleet(socket_dir, token, http_timeout)
+    done: set[int] = set()
+    for _ in range(2):  # a second pass for processes that appeared during the first
+        todo = _members(socket_dir, done)
+        if not todo:
+            break
+        described = []
+        for proc in todo:
+            done.add(proc.pid)
+            result.processes.append(proc)
+            try:
+                fleet.describe(proc, module)
+                entries = fleet.call(proc, lambda c: c.history()).body.get("entries") or []
+            except _Gone:
+                proc.outcome, proc.message = "gone", "the process has exited"
+                report(proc)
+                continue
+            except Unreachable as exc:
+                proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
+                report(proc)
+                continue
+            described.append((proc, entries))
+        described.sort(key=lambda item: (item[0].role != "fork-source", item[0].pid))  # no child born patched
+        for proc, entries in described:
+            _rollback_one(fleet, proc, module, sha, entries, timeout)
+            report(proc)
+    failed = [p for p in result.processes if p.outcome in ("unreachable", "rollback-failed", "still-running")]
+    undone = sum(1 for p in result.processes if p.outcome == "rolled-back")
+    result.converged = not failed
+    if failed:
+        code = EXIT_UNREACHABLE if all(p.outcome == "unreachable" for p in failed) else EXIT_RISKY
+        return _finish(result, "incomplete", code, f"{len(failed)} process(es) still run {sha[:12]}: "
+                       + ", ".join(f"{p.pid} ({p.outcome})" for p in failed))
+    return _finish(result, "rolled-back" if undone else "unchanged", EXIT_OK,
+                   f"{undone} process(es) rolled back to the code they ran before the rollout of {module}; "
+                   "restore the previous file (or deploy a fixed one): until then status shows it stale")
+
+
+def _rollback_one(fleet: _Fleet, proc: ProcessResult, module: str, sha: str, entries: list, timeout: float | None) -> None:
+    undone = {e.get("patch_id") for e in entries if e.get("kind") == "rollback"}
+    mine = [e for e in entries if e.get("kind") == "patch" and e.get("status") == "applied"
+            and e.get("id") not in undone and module in (e.get("modules") or []) and sha in (e.get("sha256") or [])]
+    if not mine:
+        if proc.sha256 == sha:
+            proc.outcome = "still-running"
+            proc.message = ("imported the rolled-out file itself (no patch to undo): restore the previous file, "
+                            "then `hotfix rollout apply`, or restart this process")
+        elif proc.sha256 is None:
+            proc.outcome, proc.message = "not-loaded", f"has not imported {module}"
+        else:
+            proc.outcome, proc.message = "unchanged", "does not run the rollout's version"
+        return
+    proc.patch_id = mine[-1]["id"]
+    body = {"timeout": timeout} if timeout is not None else {}
+    try:
+        reply = fleet.call(proc, lambda c: c.rollback(proc.patch_id, http_timeout=fleet.http_timeout, **body),
+                           timeout=fleet.http_timeout, retry=False)
+    except _Gone:
+        proc.outcome, proc.message = "gone", "exited during the rollback"
+        return
+    except Unreachable as exc:
+        proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
+        return
+    proc.http_status = reply.status
+    if reply.status == 200:
+        proc.outcome, proc.message = "rolled-back", f"patch {proc.patch_id} undone"
+        with contextlib.suppress(_Gone, Unreachable):
+            fleet.describe(proc, module)
+    else:
+        proc.outcome, proc.exit_code = "rollback-failed", reply_exit_code("rollback", reply)
+        proc.message = reply.body.get("message", "")
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def _finish(result: RolloutResult, outcome: str, code: int, message: str) -> RolloutResult:
@@ -271,9 +639,9 @@ def _mark_untouched(result: RolloutResult) -> None:
             proc.outcome = "untouched"
 
 
-def _common_sha(live: list) -> str | None:
-    shas = {p.sha256 for p, _ in live}
-    return shas.pop() if len(shas) == 1 else None
+def _common(values) -> str | None:  # noqa: ANN001
+    found = set(values)
+    return found.pop() if len(found) == 1 else None
 
 
 def _first_findings(report: dict) -> str:

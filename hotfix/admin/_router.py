@@ -22,7 +22,9 @@ import hotfix
 import safepoints
 from verification import Report
 
+from .._baseline import get_baseline
 from .._outcomes import Reason, State, answer
+from .._run._process import process_info
 from .._scope import Scope, stale_modules
 from ._audit import AuditSink, printable
 from ._auth import HostAllowlist, host_allowed, host_allowlist, resolve_token, token_matches
@@ -213,6 +215,8 @@ class Router:
             "safepoints": {k: v for k, v in attrs.asdict(stats).items() if k != "workers"},
             "patches": patches,
             "stale_modules": self.stale_modules(),
+            "running_sha256": self.running_sha256(),
+            "process": process_info(),
             "allowed": self.policy.describe(),
             "checks": {name: [getattr(f, "__qualname__", repr(f)) for f in fns] for name, fns in self.checks.items()},
         }
@@ -227,7 +231,7 @@ class Router:
 
     def _route_apply(self, args: dict, record: dict) -> tuple[int, dict]:
         name = self._module(args["module"])
-        kwargs: dict[str, Any] = {"checks": self.checks.get(name, ()), "allow_risky": args.get("allow_risky", False)}
+        kwargs: dict[str, Any] = {"checks": self.checks.get(name, ()) + self.checks.get("*", ()), "allow_risky": args.get("allow_risky", False)}
         probation = args.get("probation", self.probation)
         timeout = args.get("timeout", self.timeout)
         if probation is not None:
@@ -281,10 +285,21 @@ class Router:
     def _module(self, name: str) -> str:
         module = sys.modules.get(name)
         if module is None:
-            raise _Fail(404, "unknown-module", f"module {name} is not loaded in this process; only imported modules can be patched.")
+            raise _Fail(404, "unknown-module", f"module {name} is not loaded in this process; only imported modules can be patched.",
+                        reason="not-loaded")
         if not self.policy.allows_module(name, module):
-            raise _Fail(404, "unknown-module", f"module {name} is not under the allowed prefixes of this endpoint.")
+            raise _Fail(404, "unknown-module", f"module {name} is not under the allowed prefixes of this endpoint.",
+                        reason="not-allowed")
         return name
+
+    def running_sha256(self) -> dict[str, str]:
+        """sha256 of the source each allowed module with a baseline runs (for ``hotfix rollout status``)."""
+        out = {}
+        for name, module in list(sys.modules.items()):
+            baseline = get_baseline(name)
+            if baseline is not None and module is not None and self.policy.allows_module(name, module):
+                out[name] = baseline.state.sha256
+        return dict(sorted(out.items()))
 
     def stale_modules(self) -> list[dict]:
         """Allowed modules whose file on disk differs from the version running (see ``hotfix._scope``)."""

@@ -56,7 +56,8 @@ def test_rollout_in_one_process(modules, capsys, short_dir):
         modules.write(mod, SAFE)
         code, out = main(["rollout", "--socket-dir", d, "apply", mod.__name__, "--probation", "0"]), capsys.readouterr().out
         assert code == 0
-        assert f"{os.getpid()}  canary  applied" in out
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(str(os.getpid())))
+        assert line.split()[1:2] == ["canary"] and " applied " in line
         assert "APPLIED" in out
         assert mod.f() == 2
         code, doc = rollout(capsys, "--socket-dir", d, "apply", mod.__name__)
@@ -82,7 +83,8 @@ def test_preflight_refusals_change_nothing(modules, capsys, short_dir):
         assert (code, doc["outcome"]) == (3, "aborted")
         code, doc = rollout(capsys, "--socket-dir", d, "apply", name, "--canary", "1")
         assert code == 2
-        assert rollout(capsys, "--socket-dir", d, "apply", "not_loaded_here")[0] == 3
+        code, doc = rollout(capsys, "--socket-dir", d, "apply", "not_loaded_here")
+        assert (code, doc["outcome"], doc["processes"][0]["outcome"]) == (0, "not-loaded", "not-loaded")
         code, doc = rollout(capsys, "--socket-dir", d, "apply", name, "--token", "wrong-token-" + "w" * 20)
         assert (code, doc["processes"][0]["http_status"]) == (4, 401)
         # a live process whose endpoint does not answer (pid 1 exists): abort before touching anyone
@@ -93,7 +95,7 @@ def test_preflight_refusals_change_nothing(modules, capsys, short_dir):
         finally:
             lonely.close()
             os.unlink(os.path.join(d, "1.sock"))
-        assert (code, doc["outcome"]) == (4, "aborted")
+        assert (code, doc["outcome"]) == (4, "unreachable")
         assert [p["outcome"] for p in doc["processes"]] == ["unreachable", "untouched"]
         assert_same(before, snapshot(mod))
         # the socket of a process that is gone is skipped
@@ -102,7 +104,7 @@ def test_preflight_refusals_change_nothing(modules, capsys, short_dir):
         stale.close()
         code, doc = rollout(capsys, "--socket-dir", d, "apply", name, "--probation", "0")
         assert (code, doc["outcome"]) == (0, "applied"), doc
-        assert sorted(p["outcome"] for p in doc["processes"]) == ["applied", "stale"]
+        assert sorted(p["outcome"] for p in doc["processes"]) == ["applied", "gone"]
         assert mod.f() == 2
 
 
@@ -187,7 +189,7 @@ def test_gunicorn_rollout_canary_then_rest_and_undo_on_failure(gunicorn_fleet, c
     assert (code, doc["outcome"], doc["consistent"]) == (0, "applied", True), doc
     pids = [p["pid"] for p in doc["processes"]]
     assert pids == sorted(pids) and len(pids) == 4
-    assert [p["role"] for p in doc["processes"]] == ["canary", "member", "member", "member"]
+    assert [p["role"] for p in doc["processes"]] == ["canary", "process", "process", "process"]
     assert [p["outcome"] for p in doc["processes"]] == ["applied"] * 4
     assert doc["canary"] == pids[0]
     assert {http_get(http_sock)["greeting"] for _ in range(8)} == {"Hi world"}

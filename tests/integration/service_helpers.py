@@ -1,0 +1,157 @@
+"""Real services under ``hotfix run``: start, wait until ready, drive load, run the CLI.
+
+Everything talks over Unix sockets in short private /tmp directories. Waits
+are bounded loops on observable state (sockets, endpoint answers), never
+sleeps standing in for synchronisation.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hotfix._cli import main as cli_main
+
+READY_TIMEOUT = 90.0
+
+
+def hotfix_run(socket_dir: str, *options: str) -> list[str]:
+    """The launcher's command line (``python -m hotfix run``: the venv's ``hotfix`` need not be on PATH)."""
+    return [sys.executable, "-m", "hotfix", "run", "--socket-dir", socket_dir, *options, "--"]
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFIX_") and k != "PYTHONPATH"}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.update(extra)
+    return env
+
+
+class Service:
+    """A service process tree started through ``hotfix run``; ``close()`` stops it and prints its log on failure."""
+
+    def __init__(self, argv: Sequence[str], cwd: Path, log: Path, socket_dir: str, env: dict[str, str] | None = None):
+        self.cwd = cwd
+        self.log_path = log
+        self.socket_dir = socket_dir
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(list(argv), cwd=cwd, env=env or service_env(), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def check_running(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the service exited ({self.proc.returncode}):\n{self.log()}")
+
+    def wait_for(self, what: str, predicate: Callable[[], object], timeout: float = READY_TIMEOUT) -> object:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            self.check_running()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        else:
+            try:  # children the main process left behind
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+def rollout(*argv: str) -> tuple[int, dict]:
+    """``hotfix rollout ARGV --json`` in this process: (exit code, document)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(["rollout", *argv, "--json"])
+    doc = json.loads(out.getvalue())
+    assert doc["exit_code"] == code
+    return code, doc
+
+
+def loaded(socket_dir: str, module: str, count: int) -> Callable[[], dict | None]:
+    """Predicate: ``count`` live processes have ``module`` loaded (status answers from each)."""
+
+    def check() -> dict | None:
+        code, doc = rollout("--socket-dir", socket_dir, "status", module)
+        holders = [p for p in doc.get("processes", []) if p["sha256"]]
+        return doc if len(holders) >= count and not any(p["outcome"] == "unreachable" for p in doc.get("processes", [])) else None
+
+    return check
+
+
+def unix_get(path: str, url: str = "/", timeout: float = 10.0) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("localhost", timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(path)
+    conn.sock = sock
+    try:
+        conn.request("GET", url)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+class Load:
+    """Requests in a loop from one thread until stopped: every answer (status, body) or error is kept."""
+
+    def __init__(self, call: Callable[[], tuple[int, dict]], limit: int = 20000) -> None:
+        self.call = call
+        self.limit = limit
+        self.results: list[tuple[float, int, dict]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.results) + len(self.errors) < self.limit:
+            try:
+                status, body = self.call()
+            except Exception as exc:  # noqa: BLE001 - counted as a failed request
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            self.results.append((time.monotonic(), status, body))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def failed(self) -> list[tuple[float, int, dict]]:
+        return [r for r in self.results if r[1] != 200]
+
+
+def copy_example(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst

@@ -1,0 +1,96 @@
+"""gunicorn under ``hotfix run``, no application changes (examples/wsgi_service).
+
+sync with ``--preload`` (the master is a fork source) and gthread with
+``--max-requests`` (workers replaced under load). Each: a good patch under
+load with zero failed requests, a bad one rolled back with failures only in
+the canary, a replaced worker serving the patched version, ``rollout
+status`` converged, ``rollout rollback`` restoring every process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.helpers import EXAMPLES
+
+from .service_helpers import Load, Service, copy_example, hotfix_run, loaded, rollout, unix_get
+
+pytest.importorskip("gunicorn")
+
+GOOD = 'def greet(name: str) -> str:\n    return f"Hi {name}"\n'
+BAD = 'def greet(name: str) -> str:\n    raise RuntimeError("regression")\n'
+
+
+def start(tmp_path, short_dir, *gunicorn_args: str) -> tuple[Service, str]:
+    app = copy_example(EXAMPLES / "wsgi_service", tmp_path / "app")
+    sockets = short_dir("hfsg-")
+    http = os.path.join(short_dir("hfgh-"), "g.sock")
+    argv = [*hotfix_run(sockets, "--check", "greeting=checks:smoke", "--probation", "0.3"),
+            "gunicorn", "--bind", f"unix:{http}", "--workers", "2", "--graceful-timeout", "5",
+            "--control-socket", os.path.join(sockets, "gunicorn.ctl"), *gunicorn_args, "app:application"]
+    service = Service(argv, app, tmp_path / "service.log", sockets)
+    return service, http
+
+
+def greeting_of(http: str) -> tuple[int, dict]:
+    return unix_get(http)
+
+
+def test_gunicorn_sync_preload(tmp_path, short_dir):
+    service, http = start(tmp_path, short_dir, "--preload")
+    try:
+        sockets = service.socket_dir
+        service.wait_for("master and 2 workers with greeting loaded", loaded(sockets, "greeting", 3))
+        code, doc = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, doc["converged"]) == (0, True), doc
+        master = [p for p in doc["processes"] if p["role"] == "fork-source"]
+        assert len(master) == 1 and master[0]["pid"] == service.proc.pid, doc
+
+        # a good patch under load: zero failed requests; the master is patched too
+        (service.cwd / "greeting.py").write_text(GOOD)
+        with Load(lambda: greeting_of(http)) as load:
+            service.wait_for("some load", lambda: len(load.results) > 20)
+            code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
+            service.wait_for("more load", lambda: len(load.results) > 60)
+        assert (code, doc["outcome"], doc["converged"]) == (0, "applied", True), doc
+        assert doc["canary"] != service.proc.pid  # never the master
+        assert {p["outcome"] for p in doc["processes"]} == {"applied"}
+        assert not load.errors and not load.failed(), (load.errors[:3], load.failed()[:3])
+        assert load.results[-1][2]["greeting"] == "Hi world"
+
+        # a worker replaced later is forked from the patched master: born patched
+        victim = next(p["pid"] for p in doc["processes"] if p["pid"] != service.proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        service.wait_for("a replacement worker", lambda: [
+            p for p in loaded(sockets, "greeting", 3)() ["processes"] if p["sha256"] and p["pid"] != victim
+            and p["pid"] not in {q["pid"] for q in doc["processes"]}] if loaded(sockets, "greeting", 3)() else None)
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
+        assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hi world"}
+
+        # a bad patch: rolled back by the canary's check; failures only from the canary, only meanwhile
+        (service.cwd / "greeting.py").write_text(BAD)
+        with Load(lambda: greeting_of(http)) as load:
+            service.wait_for("some load", lambda: len(load.results) > 20)
+            code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
+            service.wait_for("more load", lambda: len(load.results) > 60)
+        assert (code, doc["outcome"]) == (1, "rolled-back"), doc
+        canary = doc["canary"]
+        assert {r[2]["pid"] for r in load.failed()} <= {canary}
+        assert load.results[-1][1] == 200 and not load.errors
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (1, False)  # the file on disk is the bad one: stale everywhere
+
+        # undo the (good) rollout everywhere, the replacement worker included; restore the file
+        code, doc = rollout("--socket-dir", sockets, "rollback")
+        assert (code, doc["outcome"]) == (0, "rolled-back"), doc
+        assert len([p for p in doc["processes"] if p["outcome"] == "rolled-back"]) == 3
+        (service.cwd / "greeting.py").write_text((EXAMPLES / "wsgi_service" / "greeting.py").read_text())
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
+        assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hello world"}
+    finally:
+        service.close()
