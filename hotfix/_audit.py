@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from ._tracing import step as _observe_step
+
 _lock = threading.Lock()
 _path: Path | None = None
 
@@ -41,6 +43,7 @@ def _user() -> str:
 def audit(step: str, patch_id: str | None, actor: str | None, **fields: object) -> dict:
     record = {"ts": time.time(), "step": step, "patch_id": patch_id, "actor": actor or "api",
               "pid": os.getpid(), "user": _user(), **fields}
+    _observe_step(step, record)  # telemetry: a span event and held-time metrics per step
     with _lock:
         if _path is not None:
             line = json.dumps(record, default=str, sort_keys=True) + "\n"

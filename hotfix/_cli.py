@@ -11,15 +11,23 @@
     hotfix rollout --socket-dir DIR status [MODULE]  (per process: sha256 running, patches; converged?)
     hotfix rollout --socket-dir DIR rollback         (undo the last rollout in every process running it)
     hotfix run [--socket-dir DIR] [options] -- COMMAND [ARGS...]   (launch a service with hotfix in it)
+    hotfix ps [--socket-dir DIR]                   local processes serving an endpoint, with their patches
 
 Address: ``--url`` / ``HOTFIX_URL`` (``http://127.0.0.1:PORT``, or
 ``http+unix://%2Fpath%2Fto.sock``, or a mount point such as
 ``http://host/ops``) or ``--socket`` / ``HOTFIX_SOCKET``. Token: ``--token``,
 ``--token-file``, ``HOTFIX_TOKEN``, ``HOTFIX_TOKEN_FILE``, else a file named
-``token`` next to the socket.
+``<socket>.token`` or ``token`` next to the socket.
 
-Output: human text on stdout; ``--json`` prints exactly one JSON document
-(with ``schema_version``) on stdout; diagnostics go to stderr.
+Who asked: every request carries the operator's user and host name and,
+with ``--reason`` / ``HOTFIX_REASON``, why (a ticket id); the endpoint audits
+them next to what the transport proves (peer address, or Unix peer pid/uid).
+``--traceparent`` / ``TRACEPARENT`` (W3C) is forwarded, so the patch's span
+joins the caller's trace.
+
+Output: human text on stdout; ``--json`` prints exactly one JSON document on
+stdout, always with ``schema_version``, ``command``, ``ok`` and ``exit_code``
+(and ``error: {kind, message}`` when it failed); diagnostics go to stderr.
 
 Exit codes: 0 ok / safe / unchanged, 1 risky or rolled back, 2 usage error,
 3 blocked or rejected, 4 process unreachable or not authorised.
@@ -49,6 +57,8 @@ from ._outcomes import (
 from ._rollout import ProcessResult, discover, reply_exit_code, rollout
 from ._rollout import rollback as rollout_rollback
 from ._rollout import status as rollout_status
+from ._tracing import valid_traceparent
+from ._version import __version__
 from .admin._client import Client, Unreachable
 
 SCHEMA_VERSION = 1
@@ -61,7 +71,9 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        # "hotfix: " is added once when the error is printed; name only the subcommand here
+        sub = self.prog.partition(" ")[2]
+        raise UsageError(f"{sub}: {message}" if sub else message)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -76,7 +88,22 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--http-timeout", type=float, default=s, metavar="S",
                    help="seconds to wait for an answer (default 30; apply/rollback: 300)")
     p.add_argument("-v", "--verbose", action="store_true", default=s, help="log progress to stderr")
+    p.add_argument("--reason", default=s, metavar="TEXT",
+                   help="why (e.g. a ticket id), recorded in the process's audit (env HOTFIX_REASON)")
+    p.add_argument("--traceparent", default=s, metavar="TP",
+                   help="W3C trace context to continue in the process (env TRACEPARENT)")
     return p
+
+
+def _completion(parser: argparse.ArgumentParser) -> None:
+    """Shell completion when argcomplete is installed (``eval "$(register-python-argcomplete hotfix)"``)."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return  # not completing: do not even import it
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 def _positive(text: str) -> float:
@@ -102,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hotfix", parents=[common], description=__doc__.split("\n\n")[0],
                      epilog="Exit codes: 0 ok/safe/unchanged, 1 risky or rolled back, 2 usage error, "
                             "3 blocked or rejected, 4 process unreachable or not authorised.")
+    parser.add_argument("--version", action="version", version=f"hotfix {__version__} (Python {sys.version.split()[0]})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("status", parents=[common], help="workers, patches in effect, stale modules")
     sub.add_parser("history", parents=[common], help="every patch and rollback")
@@ -128,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     rb = actions.add_parser("rollback", parents=[common], help="undo the last rollout in every process running it")
     rb.add_argument("--timeout", type=_positive, metavar="S", help="seconds to wait for workers to park")
     sub.add_parser("run", help="launch a service with hotfix in every Python process: hotfix run --help")
+    p = sub.add_parser("ps", parents=[common], help="local processes serving an endpoint, with their patches")
+    p.add_argument("--socket-dir", action="append", default=[], metavar="DIR",
+                   help="also look for <pid>.sock endpoints here (repeatable; env HOTFIX_SOCKET_DIR)")
     return parser
 
 
@@ -148,6 +179,7 @@ class _Out:
     def done(self, code: int, **fields: Any) -> int:
         if self.json:
             self.doc.update(fields)
+            self.doc.setdefault("ok", code == EXIT_OK)
             self.doc["exit_code"] = code
             print(json.dumps(self.doc, indent=2, sort_keys=False, default=str), flush=True)
         return code
@@ -169,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_main(argv[1:])
     as_json = "--json" in argv
     parser = build_parser()
+    _completion(parser)
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
@@ -196,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _diff(out, opts)
         if command == "rollout":
             return _rollout(out, opts)
+        if command == "ps":
+            from ._ps import ps
+
+            return ps(out, opts)
         return _client_command(out, command, opts)
     except UsageError as exc:
         return _fail(out, EXIT_USAGE, "usage", str(exc))
@@ -203,13 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.removeHandler(handler)
 
 
-def _token(opts: dict, socket_dir: str | None = None) -> str | None:
+def _token(opts: dict, socket_dir: str | None = None, socket_path: str | None = None) -> str | None:
     if opts.get("token"):
         return opts["token"]
     path = opts.get("token_file")
     if not path and os.environ.get("HOTFIX_TOKEN"):
         return os.environ["HOTFIX_TOKEN"].strip()
     path = path or os.environ.get("HOTFIX_TOKEN_FILE")
+    if not path and socket_path and os.path.exists(os.path.abspath(socket_path) + ".token"):
+        path = os.path.abspath(socket_path) + ".token"  # written by serve(unix_socket=...)
     if not path and socket_dir and os.path.exists(os.path.join(socket_dir, "token")):
         path = os.path.join(socket_dir, "token")
     if not path:
@@ -231,13 +270,48 @@ def _client(opts: dict) -> Client:
             raise UsageError("HOTFIX_URL and HOTFIX_SOCKET are both set; unset one or pass --url/--socket")
     if not url and not sock:
         raise UsageError("no endpoint: pass --url or --socket (or set HOTFIX_URL / HOTFIX_SOCKET)")
-    token = _token(opts, os.path.dirname(os.path.abspath(sock)) if sock else None)
+    token = _token(opts, os.path.dirname(os.path.abspath(sock)) if sock else None, sock)
     if not token:
         raise UsageError("no token: pass --token-file (or set HOTFIX_TOKEN / HOTFIX_TOKEN_FILE)")
     try:
-        return Client(url, socket_path=sock, token=token, timeout=opts.get("http_timeout") or 30.0)
+        return Client(url, socket_path=sock, token=token, timeout=opts.get("http_timeout") or 30.0,
+                      headers=request_headers(opts))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def request_headers(opts: dict) -> dict[str, str]:
+    """Who asks and why, and the caller's trace: sent with every request."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = str(os.getuid())
+    headers = {"X-Hotfix-User": _header_safe(user), "X-Hotfix-Host": _header_safe(socket.gethostname())}
+    reason = opts.get("reason") or os.environ.get("HOTFIX_REASON")
+    if reason:
+        headers["X-Hotfix-Reason"] = _header_safe(reason)
+    traceparent = opts.get("traceparent")
+    if traceparent is not None and not valid_traceparent(traceparent):
+        raise UsageError(f"--traceparent {traceparent[:80]!r} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
+    if traceparent is None and os.environ.get("TRACEPARENT"):
+        traceparent = os.environ["TRACEPARENT"].strip()
+        if not valid_traceparent(traceparent):
+            _log.warning("ignoring TRACEPARENT: not a W3C traceparent")
+            traceparent = None
+    if traceparent:
+        headers["traceparent"] = traceparent.strip()
+        if os.environ.get("TRACESTATE") and opts.get("traceparent") is None:
+            headers["tracestate"] = _header_safe(os.environ["TRACESTATE"])
+    return headers
+
+
+def _header_safe(value: str) -> str:
+    """One header line: printable ASCII (other characters escaped), at most 200 characters."""
+    text = value.strip()[:200]
+    return text if text.isascii() and text.isprintable() else text.encode("unicode_escape").decode("ascii")[:200]
 
 
 def _client_command(out: _Out, command: str, opts: dict) -> int:

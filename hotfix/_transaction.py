@@ -41,6 +41,7 @@ from ._outcomes import PatchStatus, Reason
 from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
 from ._swap import Swapper, UndoIncomplete, UndoLog
+from ._tracing import traced
 
 DEFAULT_PROBATION = 3.0
 DEFAULT_TIMEOUT = 2.0
@@ -139,6 +140,7 @@ def history() -> list[Patch | Rollback]:
         return list(_history)
 
 
+@traced("hotfix.apply")
 def apply(
     target: Target | Sequence[Target],
     *,
@@ -177,6 +179,7 @@ def apply(
         _tx_lock.release()
 
 
+@traced("hotfix.rollback")
 def rollback(patch_id: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, actor: str | None = None) -> Rollback:
     """Undo the latest applied patch (or ``patch_id``), restoring the exact previous objects."""
     if not _tx_lock.acquire(blocking=False):

@@ -20,8 +20,11 @@ not wait for that loop (e.g. ``run_coroutine_threadsafe(...).result()``).
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio is imported when a loop registers, not with safepoints
+    import asyncio
 
 from ._core import _register, _unregister
 
@@ -55,6 +58,8 @@ class asyncio_worker:  # lower-case: used like a function, ``async with asyncio_
         self._running: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> None:
+        import asyncio
+
         running = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not running:
             raise ValueError(

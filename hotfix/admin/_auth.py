@@ -219,9 +219,17 @@ def host_allowed(allowed: HostAllowlist | None, host_header: str | None) -> bool
 
 def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the process at the other end of a Unix socket (Linux), else ``None``."""
+    return peer_credentials(sock)[1]
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int | None, int | None]:
+    """``(pid, uid)`` of the process at the other end of a Unix socket, from the kernel.
+
+    Linux (``SO_PEERCRED``) gives both; elsewhere ``(None, None)``.
+    """
     opt = getattr(socket, "SO_PEERCRED", None)
     if opt is None:
-        return None
+        return None, None
     creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -68,10 +69,12 @@ class Client:
     """Calls the admin routes. ``Unreachable`` for network errors and non-hotfix answers."""
 
     def __init__(self, url: str | None = None, *, socket_path: str | None = None, token: str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, headers: Mapping[str, str] | None = None) -> None:
+        """``headers``: sent with every request (the CLI's identity and ``traceparent``)."""
         self.scheme, self.host, self.base, self.port, self.target = parse_target(url, socket_path)
         self.token = token
         self.timeout = timeout
+        self.headers = dict(headers or {})
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.scheme == "unix":
@@ -81,7 +84,7 @@ class Client:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def call(self, method: str, route: str, body: dict | None = None, *, timeout: float | None = None) -> Reply:
-        headers = {"Accept": "application/json"}
+        headers = {**self.headers, "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None

@@ -72,10 +72,10 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
             }
         for status in sorted(set(route.responses) | {500}):
             schema = _OK if status == 200 else _ERROR
-            op["responses"][str(status)] = {
-                "description": _STATUS_TEXT[status],
-                "content": {"application/json": {"schema": schema}},
-            }
+            content: dict[str, Any] = {"application/json": {"schema": schema}}
+            if status == 200 and route.content_type != "application/json":
+                content = {route.content_type: {"schema": {"type": "string"}}}
+            op["responses"][str(status)] = {"description": _STATUS_TEXT[status], "content": content}
         paths.setdefault(route.path, {})[route.method.lower()] = op
     doc: dict[str, Any] = {
         "openapi": "3.1.0",

@@ -22,12 +22,14 @@ import hotfix
 import safepoints
 from verification import Report
 
+from .. import _metrics, _tracing
 from .._baseline import get_baseline
 from .._outcomes import Reason, State, answer
 from .._run._process import process_info
 from .._scope import Scope, stale_modules
 from ._audit import AuditSink, printable
 from ._auth import HostAllowlist, host_allowed, host_allowlist, resolve_token, token_matches
+from ._identity import actor, claims, evidence
 from ._openapi import build_openapi
 from ._routes import API_PREFIX, MAX_BODY, ROUTES_BY_PATH, SCHEMA_VERSION, BadRequest
 
@@ -46,6 +48,8 @@ class Request:
     body: bytes = b""
     remote: str = ""
     transport: str = "tcp"
+    peer_pid: int | None = None  # Unix socket: the peer's credentials from the kernel (SO_PEERCRED)
+    peer_uid: int | None = None
 
 
 @attrs.frozen
@@ -53,13 +57,17 @@ class Response:
     status: int
     payload: dict = attrs.field(repr=False)
     extra_headers: tuple[tuple[str, str], ...] = ()
+    raw: bytes | None = attrs.field(default=None, repr=False)  # a non-JSON body (metrics)
+    content_type: str = "application/json"
 
     def body(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         return json.dumps(self.payload, default=str, separators=(",", ":")).encode("utf-8")
 
     def headers(self, body: bytes) -> list[tuple[str, str]]:
         return [
-            ("Content-Type", "application/json"),
+            ("Content-Type", self.content_type),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"),
@@ -91,8 +99,10 @@ class Router:
         probation: float | None = None,
         timeout: float | None = None,
         server_url: str | None = None,
+        metrics_public: bool = False,
     ) -> None:
         self._token = token
+        self.metrics_public = metrics_public
         self.policy = policy
         self.checks = {name: tuple(fns) for name, fns in (checks or {}).items()}
         for name, fns in self.checks.items():
@@ -114,7 +124,8 @@ class Router:
         start = time.perf_counter()
         record: dict[str, Any] = {"module": None, "outcome": None, "patch_id": None, "route": None}
         try:
-            response = self._dispatch(request, record)
+            with _tracing.continue_trace(_traceparent(request.headers)):
+                response = self._dispatch(request, record)
         except _Fail as f:
             response = self._error(f)
         except Exception:  # noqa: BLE001 - the endpoint answers 500 and keeps serving
@@ -140,8 +151,9 @@ class Router:
             raise _Fail(403, "forbidden", "Host header not allowed: use localhost, 127.0.0.1 or [::1] with the server's port.")
         routes = ROUTES_BY_PATH.get(path)
         route = routes.get(request.method) if routes else None
-        if route is None or route.auth:
-            if not token_matches(self._token, request.headers.get("authorization")):
+        record["authenticated"] = token_matches(self._token, request.headers.get("authorization"))
+        if route is None or (route.auth and not (route.name == "metrics" and self.metrics_public)):
+            if not record["authenticated"]:
                 raise _Fail(401, "unauthorized", "missing or wrong bearer token: send 'Authorization: Bearer <token>'.")
         if routes is None:
             raise _Fail(404, "not-found", f"no such route; the routes are under {API_PREFIX}/ (see {API_PREFIX}/openapi.json).")
@@ -149,6 +161,7 @@ class Router:
             raise _Fail(405, "method-not-allowed", f"use {' or '.join(sorted(routes))} on this route.",
                         allow=", ".join(sorted(routes)))
         record["route"] = route.name
+        record["actor"] = actor(request.transport, request.remote, request.peer_pid, request.peer_uid, request.headers)
         if len(request.body) > self.max_body:
             raise _Fail(413, "payload-too-large", f"the body is larger than {self.max_body} bytes.")
         if route.method == "POST" and request.body.strip():
@@ -161,7 +174,10 @@ class Router:
             raise _Fail(400, "bad-request", str(exc) + ".") from None
         if "module" in args:
             record["module"] = args["module"]
-        status, payload = getattr(self, "_route_" + route.name.replace("-", "_").replace(".", "_"))(args, record)
+        answer = getattr(self, "_route_" + route.name.replace("-", "_").replace(".", "_"))(args, record)
+        if isinstance(answer, Response):
+            return answer
+        status, payload = answer
         if record["outcome"] is None:
             record["outcome"] = payload.get("outcome", "ok")
         return Response(status, {"schema_version": SCHEMA_VERSION, **payload})
@@ -188,12 +204,22 @@ class Router:
             "outcome": record["outcome"],
             "patch_id": record["patch_id"],
             "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            **evidence(request.transport, request.remote, request.peer_pid, request.peer_uid),
+            **claims(request.headers),
         })
 
     # ------------------------------------------------------------------ routes
 
     def _route_health(self, args: dict, record: dict) -> tuple[int, dict]:
-        return 200, {"status": "ok"}
+        # No token here: booleans and counts only, never a module name or a patch id.
+        return 200, {"status": "ok", "in_probation": _metrics.in_probation(),
+                     "patches_in_effect": len(_metrics.patch_ids_in_effect()),
+                     "stale_modules": len(self.stale_modules())}
+
+    def _route_metrics(self, args: dict, record: dict) -> Response:
+        public = not record["authenticated"]  # reached without the token: metrics_public, counts only
+        text = _metrics.render(public=public, stale_count=lambda: len(self.stale_modules()))
+        return Response(200, {}, raw=text.encode("utf-8"), content_type=_metrics.CONTENT_TYPE)
 
     def _route_openapi_json(self, args: dict, record: dict) -> tuple[int, dict]:
         return 200, build_openapi(self.server_url)
@@ -240,7 +266,7 @@ class Router:
             kwargs["timeout"] = timeout
         if "expect_sha256" in args:
             kwargs["expect_sha256"] = args["expect_sha256"]
-        kwargs["actor"] = f"admin endpoint ({record.get('remote') or 'local'})"
+        kwargs["actor"] = record["actor"]
         try:
             patch = hotfix.apply(name, **kwargs)
         except hotfix.HotfixError as exc:
@@ -269,9 +295,8 @@ class Router:
                 raise _Fail(404, "unknown-module", f"patch {patch_id} touches {name}, which is not under the allowed prefixes.")
         record["module"] = ",".join(patches[patch_id].modules)
         timeout = args.get("timeout", self.timeout)
-        actor = f"admin endpoint ({record.get('remote') or 'local'})"
         try:
-            rb = hotfix.rollback(patch_id, actor=actor, **({"timeout": timeout} if timeout is not None else {}))
+            rb = hotfix.rollback(patch_id, actor=record["actor"], **({"timeout": timeout} if timeout is not None else {}))
         except hotfix.HotfixError as exc:
             raise _outcome_fail(exc, record, patch_id=patch_id) from None
         return 200, {"outcome": "rolled-back", "rollback": rb.to_dict()}
@@ -332,6 +357,12 @@ def _outcome_fail(exc: hotfix.HotfixError, record: dict, **fields: Any) -> _Fail
     return _Fail(row.http_status, row.error, exc.message, **body, **_reports(exc.report))
 
 
+def _traceparent(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """The request's W3C trace context, if well formed (anything else is ignored)."""
+    value = headers.get("traceparent", "")
+    return headers if value and _tracing.valid_traceparent(value) else {}
+
+
 def _reports(report: Any) -> dict:
     if report is None:
         return {}
@@ -362,6 +393,7 @@ def make_router(
     timeout: float | None,
     max_body: int,
     allowed_hosts: Iterable[str] | None = None,
+    metrics_public: bool = False,
 ) -> tuple[Router, str | None]:
     """A router with its token resolved; also returns the token file hotfix wrote, if any.
 
@@ -371,7 +403,9 @@ def make_router(
     secret, _source, written = resolve_token(token, token_file)
     try:
         router = Router(token=secret, policy=Scope.of(allowed_prefixes, allowed_roots), checks=checks,
-                        audit=AuditSink(audit), max_body=max_body, probation=probation, timeout=timeout)
+                        audit=AuditSink(audit), max_body=max_body, probation=probation, timeout=timeout,
+                        metrics_public=metrics_public)
+        _metrics.register_default()  # the app's prometheus_client registry shows hotfix's series
     except BaseException:
         if written:
             with contextlib.suppress(OSError):

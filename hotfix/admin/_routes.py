@@ -86,6 +86,7 @@ class Route:
     auth: bool = True
     fields: tuple[Field, ...] = ()
     responses: tuple[int, ...] = (200,)
+    content_type: str = "application/json"  # of a 200 answer
 
     @property
     def path(self) -> str:
@@ -169,7 +170,8 @@ PATCH_ID = Field("patch_id", "string", "Patch to roll back (default: the latest 
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "health", "Liveness", "Answers 200 when the admin server is up. Needs no token and "
-          "reveals nothing about the process.", auth=False, responses=(200,)),
+          "reveals only booleans and counts: whether a patch is in probation, how many patches are in "
+          "effect, how many modules are stale.", auth=False, responses=(200,)),
     Route("GET", "status", "Workers, patches and stale modules",
           "Registered safepoint workers and their state, the patches in effect, and loaded modules "
           "(under the allowed prefixes) whose file on disk differs from what runs.",
@@ -188,6 +190,11 @@ ROUTES: tuple[Route, ...] = (
           fields=(PATCH_ID, TIMEOUT), responses=(200, 400, 401, 404, 409, 413, 415)),
     Route("GET", "history", "Every patch and rollback, oldest first", "As recorded by the process.",
           responses=(200, 401)),
+    Route("GET", "metrics", "Prometheus metrics",
+          "The Prometheus text exposition (format 0.0.4) of hotfix's counters, gauges and held-time "
+          "histogram. Needs the token unless the server was started with metrics_public=True; "
+          "then it answers without one and leaves out the build information.",
+          responses=(200, 401), content_type="text/plain; version=0.0.4; charset=utf-8"),
     Route("GET", "openapi.json", "This document", "The OpenAPI 3.1 description of these routes.",
           responses=(200, 401)),
 )

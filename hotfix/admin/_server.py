@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import _registry
 from ._audit import AuditTarget
-from ._auth import host_allowlist, is_loopback_host, peer_uid, shared_token
+from ._auth import host_allowlist, is_loopback_host, peer_credentials, shared_token
 from ._router import Check, Request, Response, Router, make_router
 from ._routes import API_PREFIX, MAX_BODY
 
@@ -42,10 +43,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.peer_refused = False
+        self.peer_pid: int | None = None
+        self.peer_uid: int | None = None
         if isinstance(self.server, _UnixServer):
-            uid = peer_uid(self.connection)
+            self.peer_pid, uid = peer_credentials(self.connection)
+            self.peer_uid = uid
             self.peer_refused = uid is not None and uid != os.getuid()
-            self.peer = f"unix:uid={uid}" if uid is not None else "unix"
+            self.peer = f"unix:pid={self.peer_pid},uid={uid}" if uid is not None else "unix"
         else:
             host, port = self.client_address[:2]
             self.peer = f"{host}:{port}"
@@ -76,7 +80,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _serve(self) -> None:
         router = self.server.router
         headers = self._headers()
-        base = Request(self.command, self.path, headers, b"", self.peer, self.server.transport)
+        base = Request(self.command, self.path, headers, b"", self.peer, self.server.transport,
+                       self.peer_pid, self.peer_uid)
         if self.peer_refused:
             self._send(router.refuse(base, 403, "forbidden", "this Unix socket only serves its own user."), close=True)
             return
@@ -99,7 +104,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(body) != length:
             self.close_connection = True
             return
-        self._send(router.handle(Request(self.command, self.path, headers, body, self.peer, self.server.transport)))
+        self._send(router.handle(Request(self.command, self.path, headers, body, self.peer, self.server.transport,
+                                         self.peer_pid, self.peer_uid)))
 
     def _send(self, response: Response, close: bool = False) -> None:
         body = response.body()
@@ -212,6 +218,7 @@ class AdminServer:
         self._owns_token_file = owns_token_file
         self.socket_path = socket_path
         self._closed = False
+        self._registration = _registry.register(url, socket_path, token_file)  # for `hotfix ps`
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
                                         name="hotfix-admin", daemon=True)
         self._thread.start()
@@ -225,6 +232,7 @@ class AdminServer:
         if self._closed:
             return
         self._closed = True
+        _registry.unregister(self._registration)
         self._httpd.shutdown()
         self._thread.join(timeout)
         self._httpd.server_close()
@@ -260,6 +268,7 @@ def serve(
     probation: float | None = None,
     timeout: float | None = None,
     max_body: int = MAX_BODY,
+    metrics_public: bool = False,
 ) -> AdminServer:
     """Start the admin endpoint in a daemon thread and return its handle.
 
@@ -269,12 +278,15 @@ def serve(
     ``host``/``port``: TCP bind, loopback only unless ``allow_non_loopback``;
     requests must carry an allowed Host header (``allowed_hosts`` replaces the
     default list; ``["*"]`` disables the check).
-    ``unix_socket``: serve on this Unix socket (0600, same-uid peers only) instead of TCP.
+    ``unix_socket``: serve on this Unix socket (0600, same-uid peers only) instead of TCP; a
+    generated token goes to ``<socket>.token`` unless ``token_file`` says otherwise.
     ``allowed_prefixes``/``allowed_roots``: which loaded modules may be touched
     (default: application code, i.e. not the standard library or site-packages).
     ``checks``: ``{"module": [callable, ...]}`` run after each apply of that module.
     ``probation``/``timeout``: defaults for apply when the request gives none.
     ``audit``: a JSONL file path or a callable receiving each audit record.
+    ``metrics_public``: serve ``/hotfix/v1/metrics`` without the token (counts only, for a
+    scraper that cannot hold it).
     """
     if unix_socket is None:
         if not allow_non_loopback and not is_loopback_host(host):
@@ -282,9 +294,11 @@ def serve(
                              "(and put TLS in front of it) if you really mean it")
         if host == "localhost":
             host = "127.0.0.1"
+    if unix_socket is not None and token_file is None:
+        token_file = os.path.abspath(os.fspath(unix_socket)) + ".token"  # where `hotfix --socket` looks
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
-                                  timeout=timeout, max_body=max_body)
+                                  timeout=timeout, max_body=max_body, metrics_public=metrics_public)
     try:
         if unix_socket is not None:
             path = os.path.abspath(os.fspath(unix_socket))

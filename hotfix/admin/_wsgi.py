@@ -76,6 +76,7 @@ def wsgi_app(
     probation: float | None = None,
     timeout: float | None = None,
     max_body: int = MAX_BODY,
+    metrics_public: bool = False,
 ) -> WSGIApp:
     """The admin routes as a WSGI app (``.token``, ``.token_file``). Mount it, e.g. at ``/ops``.
 
@@ -86,5 +87,6 @@ def wsgi_app(
     """
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
-                                  timeout=timeout, max_body=max_body, allowed_hosts=allowed_hosts)
+                                  timeout=timeout, max_body=max_body, allowed_hosts=allowed_hosts,
+                                  metrics_public=metrics_public)
     return WSGIApp(router, written)

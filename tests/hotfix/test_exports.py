@@ -9,7 +9,8 @@ import verification
 
 PUBLIC = {
     hotfix: {
-        "HotfixError", "Patch", "PatchRejected", "PatchRolledBack", "PatchStatus", "Reason", "Rollback", "RollbackIncomplete", "SignalHandle", "State", "SwapEvent",
+        "HotfixError", "JSONFormatter", "Patch", "PatchRejected", "PatchRolledBack", "PatchStatus", "Reason", "Rollback",
+        "RollbackIncomplete", "SignalHandle", "State", "SwapEvent",
         "WatchEvent", "Watcher", "apply", "configure", "dry_run", "history", "install", "install_signal_handler",
         "installed", "rollback", "stale_modules", "uninstall", "watch",
     },
