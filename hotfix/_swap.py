@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 from verification import (
     AddDefinition,
+    AddEnumMembers,
     Baseline,
     ClassDef,
     FunctionDef,
@@ -46,6 +47,7 @@ from verification import (
     RemoveName,
     RetargetClosure,
     RunStatement,
+    UpdateStarImport,
 )
 
 from ._baseline import get_baseline, set_baseline
@@ -171,7 +173,8 @@ class Swapper:
             elif isinstance(change, AddDefinition):
                 scope = self.resolve(change.scope)
                 value = self.build(change.new, scope)
-                self.bind(scope, change.new.name, value)
+                if change.bind:
+                    self.bind(scope, change.new.name, value)
                 self.event("define", change.new.qualname)
             elif isinstance(change, RunStatement):
                 self.statement(change)
@@ -182,6 +185,10 @@ class Swapper:
                 for f in change.live:
                     self.undo.set_attr(f, "__code__", change.code)
                 self.event("code", change.qualname)
+            elif isinstance(change, UpdateStarImport):
+                self.star_import(change)
+            elif isinstance(change, AddEnumMembers):
+                self.enum_members(change)
         self.migrate()
         self.refresh_linecache()
         self.rebind_dependents()
@@ -192,7 +199,9 @@ class Swapper:
         scope = self.resolve(c.scope)
         q = c.new.qualname
         if c.replace:
-            self.bind(scope, c.new.name, self.build(c.new, scope))
+            value = self.build(c.new, scope)
+            if c.bind:
+                self.bind(scope, c.new.name, value)
             self.event("replace", q)
             return
         local = self.local_namespace(scope)
@@ -216,7 +225,7 @@ class Swapper:
         holder = vars(scope).get(c.new.name)
         clear = getattr(holder, "cache_clear", None)
         if callable(clear) and (c.code_changed or c.defaults_changed):
-            clear()  # cached results were computed by the old code
+            self.undo.call(clear, clear)  # results cached by the old code now; by the new code on rollback
             self.event("cache-clear", q)
 
     def statement(self, c: RunStatement) -> None:
@@ -230,15 +239,109 @@ class Swapper:
                 self.undo.set_attr(scope, "__doc__", s.node.value.value)
             self.event("doc", c.scope.rstrip(".") or self.name)
             return
-        code = compile(ast.Module(body=[s.located], type_ignores=[]), self.path, "exec",
+        node = s.located
+        code = compile(ast.Module(body=[node], type_ignores=[]), self.path, "exec",
                        flags=self.compile_flags(), dont_inherit=True)
-        before = self.local_namespace(scope)
-        local = {} if before is None else dict(before)
-        exec(code, self.g, local)  # noqa: S102 - code compiled from the verified file on disk
-        for name, value in local.items():
-            if before is None or before.get(name, _MISSING) is not value:
-                self.bind(scope, name, value)
+        annotates = any(isinstance(n, ast.AnnAssign) and n.simple for n in ast.walk(node))
+        self.remember_items(node, scope)
+        if isinstance(scope, types.ModuleType):
+            if annotates and isinstance(self.g.get("__annotations__"), dict):
+                self.bind(scope, "__annotations__", dict(self.g["__annotations__"]))  # the old dict stays intact
+            # Run in the namespace itself (as the module body does); every binding it made goes into the undo log.
+            before = dict(self.g)
+            try:
+                exec(code, self.g)  # noqa: S102 - code compiled from the verified file on disk
+            finally:
+                self.adopt_changes(before)
+        else:
+            before = dict(vars(scope))
+            local = dict(before)
+            if annotates and isinstance(local.get("__annotations__"), dict):
+                local["__annotations__"] = dict(local["__annotations__"])
+            exec(code, self.g, local)  # noqa: S102 - code compiled from the verified file on disk
+            for name, value in local.items():
+                if before.get(name, _MISSING) is not value:
+                    self.bind(scope, name, value)
         self.event("run", where)
+
+    def adopt_changes(self, before: dict) -> None:
+        """Bindings made directly in the module namespace: put the old value back, then re-bind through the log."""
+        after = dict(self.g)
+        for name in before.keys() | after.keys():
+            old, new = before.get(name, _MISSING), after.get(name, _MISSING)
+            if old is new:
+                continue
+            if old is _MISSING:
+                del self.g[name]
+                self.bind(self.module, name, new)
+            else:
+                self.g[name] = old
+                if new is _MISSING:
+                    self.unbind(self.module, name)
+                else:
+                    self.bind(self.module, name, new)
+
+    def remember_items(self, node: ast.AST, scope: object) -> None:
+        """``NAME[const] = ...`` / ``NAME.attr = ...`` on objects that already exist: undone on rollback."""
+        ns = self.g if isinstance(scope, types.ModuleType) else {**self.g, **vars(scope)}
+        for n in ast.walk(node):
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign | ast.AnnAssign) else []
+            for t in targets:
+                if not isinstance(t, ast.Subscript | ast.Attribute) or not isinstance(t.value, ast.Name):
+                    continue
+                obj = ns.get(t.value.id, _MISSING)
+                if obj is _MISSING or isinstance(obj, types.ModuleType):
+                    continue
+                if isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant) and isinstance(obj, dict):
+                    key, old = t.slice.value, obj.get(t.slice.value, _MISSING)
+                    self.undo.call(_nothing, functools.partial(_restore_item, obj, key, old))
+                elif isinstance(t, ast.Attribute) and hasattr(obj, "__dict__") and not isinstance(obj, type):
+                    old = vars(obj).get(t.attr, _MISSING)
+                    self.undo.call(_nothing, functools.partial(_restore_item, vars(obj), t.attr, old))
+
+    def enum_members(self, c: AddEnumMembers) -> None:
+        """New members join the live Enum (existing members keep their identity), in the new source's order.
+
+        A scratch copy of the new class makes the members exactly as a fresh
+        import would (values, ``__init__``, ``_generate_next_value_``); each is
+        then moved onto the live class. CPython's Enum keeps members in
+        ``_member_map_``, ``_member_names_``, ``_value2member_map_`` and (3.12+)
+        as class attributes; all four are written through the undo log.
+        """
+        scope = self.resolve(c.scope)
+        cls = vars(scope)[c.new.name]
+        scratch = self.build(c.new, scope)
+        for name in c.names:
+            member = scratch._member_map_[name]
+            canonical = member._name_ != name  # an alias of another member
+            if canonical:
+                member = cls._member_map_[member._name_]
+            else:
+                member.__class__ = cls
+                if "__objclass__" in vars(member):
+                    member.__objclass__ = cls
+            type.__setattr__(cls, name, member)
+            self.undo.call(_nothing, functools.partial(type.__delattr__, cls, name))
+            self.undo.set_item(cls._member_map_, name, member)
+            if not canonical:
+                try:
+                    self.undo.set_item(cls._value2member_map_, member._value_, member)
+                except TypeError:  # unhashable value: Enum looks it up by scanning members
+                    pass
+            self.event("define", f"{c.new.qualname}.{name}")
+        old_names = vars(cls)["_member_names_"]
+        type.__setattr__(cls, "_member_names_", list(scratch._member_names_))
+        self.undo.call(_nothing, functools.partial(type.__setattr__, cls, "_member_names_", old_names))
+
+    def star_import(self, c: UpdateStarImport) -> None:
+        """A ``from <module> import *`` dependent gains the new public names and loses the removed ones."""
+        for n in c.added:
+            if n in self.g:
+                self.undo.set_item(c.namespace, n, self.g[n])
+        for n in c.removed:
+            if n in c.namespace and c.namespace[n] is self.old_namespace.get(n, _MISSING):
+                self.undo.del_item(c.namespace, n)
+        self.event("rebind", f"{c.holder}.*")
 
     # -- building new objects from verified code
 
@@ -360,6 +463,17 @@ class Swapper:
         new = Baseline(state=self.plan.disk, text=self.plan.text, code=self.plan.code)
         self.undo.call(functools.partial(set_baseline, self.name, new),
                        functools.partial(set_baseline, self.name, old))
+
+
+def _nothing() -> None:
+    pass
+
+
+def _restore_item(mapping: dict, key: object, old: object) -> None:
+    if old is _MISSING:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = old
 
 
 def _docstring(d: FunctionDef) -> str | None:

@@ -8,11 +8,13 @@ carry the change out (the change records, in source order).
 from ._analysis import analyze, compare_files, module_source_path
 from ._changes import (
     AddDefinition,
+    AddEnumMembers,
     Change,
     ModifyFunction,
     RemoveName,
     RetargetClosure,
     RunStatement,
+    UpdateStarImport,
 )
 from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
 from ._impact import Dependent, Impact, ThreadImpact
@@ -23,6 +25,7 @@ from ._source import Baseline, FileState, SourceProblem, read_state, sha256_hex
 
 __all__ = [
     "AddDefinition",
+    "AddEnumMembers",
     "BLOCKED",
     "Baseline",
     "Change",
@@ -49,6 +52,7 @@ __all__ = [
     "SourceSection",
     "ThreadImpact",
     "UNCHANGED",
+    "UpdateStarImport",
     "VERDICTS",
     "analyze",
     "build_model",

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import types
 
-from ._changes import ModifyFunction, RemoveName, RetargetClosure, RunStatement
+from ._changes import ModifyFunction, RemoveName, RetargetClosure, RunStatement, UpdateStarImport
 from ._differ import Differ
 from ._findings import Finding
+from ._holders import cached_values, held_old_objects, star_imports
 from ._impact import (
     Impact,
     active_hooks,
@@ -82,17 +83,28 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
         msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         finding = Finding("syntax-error", None, f"{path} does not compile: {where}{msg}")
         return empty_plan(module, Report.build(name, section, [finding]), path, source.state, source.text)
+    except RecursionError:
+        return empty_plan(module, Report.build(name, section, [_too_deep(path)]), path, source.state, source.text)
     differ = Differ(module, old, new)
-    differ.scope("", old.scope if old else None, new.scope, module)
-    differ.closures(module)
+    try:
+        differ.scope("", old.scope if old else None, new.scope, module)
+        differ.closures(module)
+    except RecursionError:
+        return empty_plan(module, Report.build(name, section, [_too_deep(path)]), path, source.state, source.text)
     findings = differ.findings
+    findings.extend(held_old_objects(differ))
+    findings.extend(cached_values(differ))
+    stars, star_findings = star_imports(module, new, differ.changes, sources)
+    differ.changes.extend(stars)
+    findings.extend(star_findings)
     if old is None and findings:
         findings.insert(0, Finding("no-baseline", None, REASON_NO_BASELINE))
     if not findings and baseline is not None:
         findings.append(Finding("source-only", None, "the text changed but every definition compiles to the same code"))
     impact, deps = _impact(module, differ, thread_states, heap_scan)
     for qualname, count in impact.instances or ():
-        if count and any(isinstance(c, ModifyFunction) and c.new.qualname == f"{qualname}.__init__" for c in differ.changes):
+        if count and any(isinstance(c, ModifyFunction) and not c.line_only and c.new.qualname == f"{qualname}.__init__"
+                         for c in differ.changes):
             findings.append(Finding("init-changed-live-instances", f"{qualname}.__init__",
                                     f"{qualname}.__init__ changed while {count} instance(s) are alive; they keep what the old one built"))
     report = Report.build(name, section, findings, impact, deps)
@@ -115,6 +127,8 @@ def _impact(module: types.ModuleType, differ: Differ, thread_states, heap_scan: 
             for f in c.live:
                 replaced.update(iter_code_tree(f.__code__))
             continue
+        if isinstance(c, UpdateStarImport):
+            continue
         top = (c.scope.split(".", 1)[0] if c.scope else None)
         if isinstance(c, ModifyFunction):
             for f in c.live:
@@ -134,7 +148,8 @@ def _impact(module: types.ModuleType, differ: Differ, thread_states, heap_scan: 
             if isinstance(cls, type):
                 classes[top] = cls
     layout = [f for f in differ.findings if f.code in _LAYOUT_CODES]
-    inits = [c for c in differ.changes if isinstance(c, ModifyFunction) and c.new.name == "__init__" and c.scope]
+    inits = [c for c in differ.changes
+             if isinstance(c, ModifyFunction) and c.new.name == "__init__" and c.scope and not c.line_only]
     for f in layout:
         cls = vars(module).get((f.qualname or "").split(".", 1)[0])
         if isinstance(cls, type):
@@ -186,6 +201,10 @@ def _models(baseline: Baseline | None, source: SourceFile, path: str) -> tuple[M
     return old, new
 
 
+def _too_deep(path: str) -> Finding:
+    return Finding("too-deep", None, f"{path} nests deeper than the analysis can follow; restart the process to load it")
+
+
 REASON_NO_BASELINE = (
     "imported before hotfix.install(): live code objects were compared with the disk source;"
     " module-level statements were not compared and will not be re-run"
@@ -209,15 +228,22 @@ def compare_files(old_path: str, new_path: str, module: str | None = None) -> Re
         return Report.build(name, section, [])
     try:
         old = build_model(old_src.text, new_path)
+    except RecursionError:
+        return Report.build(name, section, [_too_deep(old_path)])
     except (SyntaxError, ValueError) as exc:
         return Report.build(name, section, [Finding("syntax-error", None, f"OLD {old_path} does not compile: {exc}")])
     try:
         new = build_model(new_src.text, new_path)
+    except RecursionError:
+        return Report.build(name, section, [_too_deep(new_path)])
     except (SyntaxError, ValueError) as exc:
         where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
         msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         return Report.build(name, section, [Finding("syntax-error", None, f"{new_path} does not compile: {where}{msg}")])
     differ = Differ(None, old, new)
-    differ.scope("", old.scope, new.scope, None)
+    try:
+        differ.scope("", old.scope, new.scope, None)
+    except RecursionError:
+        return Report.build(name, section, [_too_deep(new_path)])
     findings = differ.findings or [Finding("source-only", None, "the text changed but every definition compiles to the same code")]
     return Report.build(name, section, findings)

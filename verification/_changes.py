@@ -28,6 +28,7 @@ class ModifyFunction:
     doc_changed: bool
     replace: bool  # identity cannot be kept (closure or decorators changed): re-create
     line_only: bool = False  # same semantics, only line numbers moved
+    bind: bool = True  # a re-created function is bound to its name (False: a later definition owns the name)
 
 
 @attrs.frozen(eq=False)
@@ -36,11 +37,12 @@ class AddDefinition:
 
     scope: str
     new: FunctionDef | ClassDef
+    bind: bool = True  # bound to its name (False: a later definition owns the name, as in ``@x.register def _``)
 
 
 @attrs.frozen(eq=False)
 class RunStatement:
-    """A new or changed plain statement, run in its scope."""
+    """A new or changed plain statement, or an unchanged one that uses what the patch re-creates, run in its scope."""
 
     scope: str
     statement: Statement
@@ -63,4 +65,23 @@ class RemoveName:
     name: str
 
 
-Change = ModifyFunction | AddDefinition | RunStatement | RemoveName | RetargetClosure
+@attrs.frozen(eq=False)
+class UpdateStarImport:
+    """A dependent that did ``from <module> import *``: names it gains and loses with the patch."""
+
+    holder: str
+    namespace: dict = attrs.field(repr=False)
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@attrs.frozen(eq=False)
+class AddEnumMembers:
+    """Members added to a live Enum: made by a scratch copy of the new class, moved onto the live one."""
+
+    scope: str
+    new: ClassDef
+    names: tuple[str, ...]  # the added members (and aliases)
+
+
+Change = ModifyFunction | AddDefinition | RunStatement | RemoveName | RetargetClosure | UpdateStarImport | AddEnumMembers

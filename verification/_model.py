@@ -130,7 +130,10 @@ def build_model(text: str, path: str, code: types.CodeType | None = None) -> Mod
     """
     tree = ast.parse(text, filename=path)
     if code is None:
-        code = compile(tree, path, "exec", dont_inherit=True)
+        try:
+            code = compile(tree, path, "exec", dont_inherit=True)
+        except RecursionError:  # the AST compiler recurses deeper than the text one: compile the text
+            code = compile(text, path, "exec", dont_inherit=True)
     scope = _build_scope(tree.body, "", _codes_by_position(code))
     return ModuleModel(path=path, text=text, code=code, scope=scope, lines=text.splitlines(keepends=True))
 

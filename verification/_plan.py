@@ -182,7 +182,7 @@ def verify_swap(plan: Plan) -> list[str]:
         elif isinstance(c, RetargetClosure):
             if any(f.__code__ is not c.code for f in c.live):
                 problems.append(f"{c.qualname} does not run the disk code")
-        elif isinstance(c, ModifyFunction | AddDefinition) and isinstance(c.new, FunctionDef):
+        elif isinstance(c, ModifyFunction | AddDefinition) and isinstance(c.new, FunctionDef) and c.bind:
             scope: object = plan.module
             for part in filter(None, c.scope.split(".")):
                 scope = vars(scope)[part]

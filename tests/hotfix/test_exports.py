@@ -24,10 +24,10 @@ PUBLIC = {
         "current_pause_holder", "idle", "pause", "statistics", "worker",
     },
     verification: {
-        "AddDefinition", "BLOCKED", "Baseline", "Change", "ClassDef", "CodeSet", "Dependent", "FileState",
+        "AddDefinition", "AddEnumMembers", "BLOCKED", "Baseline", "Change", "ClassDef", "CodeSet", "Dependent", "FileState",
         "Finding", "FunctionDef", "Impact", "ModifyFunction", "Plan", "Probe", "REASONS", "RISKY", "Rebind",
         "RemoveName", "Report", "RetargetClosure", "RunStatement", "SAFE", "SCHEMA_VERSION", "SourceProblem",
-        "SourceSection", "ThreadImpact", "UNCHANGED", "VERDICTS", "analyze", "build_model", "compare_files",
+        "SourceSection", "ThreadImpact", "UNCHANGED", "UpdateStarImport", "VERDICTS", "analyze", "build_model", "compare_files",
         "iter_code_tree", "module_source_path", "read_state", "sha256_hex", "verify_swap",
     },
 }

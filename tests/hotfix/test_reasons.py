@@ -44,7 +44,27 @@ EXPECTED = {
     "statement-removed": "OTHER",
     "import-changed": "json",
     "source-only": None,
+    "too-deep": None,
+    "old-object-held": "f",
+    "removed-but-referenced": "g",
+    "init-subclass-changed": "Base.__init_subclass__",
+    "metaclass-hook-changed": "Meta.__new__",
+    "abstract-method-added": "A.g",
+    "set-name-changed": "Field.__set_name__",
+    "lambda-changed": "key",
+    "cached-values": "C.v",
+    "enum-member-added": "Color",
+    "dependent-rerun": "TABLE",
+    "state-kept": "X",
 }
+
+#: Codes found only in a running process (live holders, instances, state), not by the offline diff.
+LIVE_ONLY = {"init-changed-live-instances", "state-reset", "old-object-held", "cached-values", "dependent-rerun",
+             "state-kept"}
+#: Codes that name a difference from a fresh import (the names they carry, and holders in their detail, are
+#: not compared); class-creation hooks mean existing classes differ (the classes are not compared).
+DIFFERENCES = {"state-kept", "state-reset", "old-object-held", "cached-values"}
+HOOKS = {"init-subclass-changed", "metaclass-hook-changed", "abstract-method-added", "set-name-changed"}
 
 
 def load_pair(modules, code: str):
@@ -83,7 +103,7 @@ def test_reason_code_from_fixture(modules, code):
         f for f in data["findings"] if f["code"] == code).items()
     # the offline diff agrees with the live dry run on the reason code
     offline = verification.compare_files(str(REASONS_DIR / f"{code}.before.py"), str(REASONS_DIR / f"{code}.after.py"))
-    if code not in ("init-changed-live-instances", "state-reset"):  # need live instances / live state
+    if code not in LIVE_ONLY:
         assert offline.by_code(code), f"offline: {[f.code for f in offline.findings]}"
     assert code in str(report)
 
@@ -103,13 +123,30 @@ def test_blocked_fixture_is_refused_and_changes_nothing(modules, code):
 def test_applicable_fixture_applies_and_matches_a_fresh_import(modules, code):
     """Differential: after the patch the module behaves like a fresh import of the new source."""
     m = load_pair(modules, code)
+    before = public_shape(m)
+    report = hotfix.dry_run(m)
     patch = hotfix.apply(m, probation=0, allow_risky=True)
     assert patch.status == "applied"
     fresh_name = m.__name__ + "_fresh"
     shutil.copyfile(modules.path(m.__name__), modules.path(fresh_name))
     fresh = modules.load(fresh_name)
-    assert public_shape(m) == public_shape(fresh)
+    explained = {f.qualname for f in report.findings if f.code in DIFFERENCES}
+    explained |= {line.split("[")[0].split(".")[0] for f in report.findings if f.code in DIFFERENCES
+                  for line in (f.detail or "").splitlines()}
+    patched, expected = public_shape(m), public_shape(fresh)
+    if any(f.code in HOOKS for f in report.findings):  # existing classes keep what the old hook did
+        patched = {k: v for k, v in patched.items() if v[0] != "class"}
+        expected = {k: v for k, v in expected.items() if v[0] != "class"}
+    for name in explained:
+        patched.pop(name, None)
+        expected.pop(name, None)
+    assert patched == expected
     hotfix.rollback(patch.id)
+    restored = public_shape(m)
+    for name in explained:  # a re-run decorator's own side effects (a registry append) are not undone
+        restored.pop(name, None)
+        before.pop(name, None)
+    assert restored == before
 
 
 def public_shape(module) -> dict:
@@ -121,7 +158,7 @@ def public_shape(module) -> dict:
         if isinstance(value, type):
             members = {}
             for k, v in vars(value).items():
-                fn = getattr(v, "__func__", v)
+                fn = getattr(v, "__func__", None) or getattr(v, "func", None) or v
                 if hasattr(fn, "__code__"):
                     members[k] = (strip_lines(fn.__code__), fn.__defaults__)
                 elif not k.startswith("__"):
