@@ -152,7 +152,7 @@ class _Fleet:
             try:
                 return fn(self.client(proc, timeout))
             except Unreachable:
-                if not pid_alive(proc.pid):
+                if process_exited(proc.pid, proc.socket):
                     raise _Gone() from None
                 if attempt == attempts - 1:
                     raise
@@ -174,6 +174,17 @@ class _Fleet:
         if module is not None:
             proc.sha256 = (body.get("running_sha256") or {}).get(module)
         return body
+
+
+def process_exited(pid: int, socket_path: str) -> bool:
+    """The process has exited (or is exiting: a zombie, or its endpoint removed its socket)."""
+    if not pid_alive(pid) or not os.path.exists(socket_path):
+        return True
+    try:  # Linux: a zombie still answers kill(pid, 0) until its parent reaps it
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[:1] in ([b"Z"], [b"X"])
+    except OSError:
+        return False
 
 
 def _members(socket_dir: str, seen: set[int] | None = None) -> list[ProcessResult]:
@@ -259,29 +270,29 @@ def rollout(
     if not todo:
         _converge(fleet, result, module, sha, {}, report)
         return result
-    if canary is not None:
-        chosen = [p for p in todo if p.pid == canary]
-        if not chosen:
-            _mark_untouched(result)
-            return _finish(result, "aborted", EXIT_USAGE, f"canary pid {canary} is not among the processes to patch")
-        first = chosen[0]
-    else:
-        first = pick_canary(todo)
-    rest = [p for p in todo if p is not first]
-    rest.sort(key=lambda p: (p.role != "fork-source", p.pid))  # fork sources first: later children are born patched
-    first.role = "canary"
-    result.canary = first.pid
+    if canary is not None and not any(p.pid == canary for p in todo):
+        _mark_untouched(result)
+        return _finish(result, "aborted", EXIT_USAGE, f"canary pid {canary} is not among the processes to patch")
     fields = {"expect_sha256": sha, "allow_risky": allow_risky or None, "probation": probation, "timeout": timeout}
 
-    # 2. canary, then 3. fork sources and the rest
+    # 2. canary (again if it exits first), then 3. fork sources and the rest
     patched: list[ProcessResult] = []
-    ordered = [first, *rest]
-    for index, proc in enumerate(ordered):
+    remaining = list(todo)
+    while remaining:
+        if not patched:
+            proc = next((p for p in remaining if p.pid == canary), None) or pick_canary(remaining)
+            proc.role = "canary"
+            result.canary = proc.pid
+        else:  # fork sources first: children forked from now on are born patched
+            proc = min(remaining, key=lambda p: (p.role != "fork-source", p.pid))
+        remaining.remove(proc)
         failed = _apply_one(fleet, proc, module, fields, report)
         if proc.outcome == "applied":
             patched.append(proc)
+        elif proc.role == "canary" and not patched:
+            proc.role = "process" if proc.serves_traffic is None else "worker"
         if failed:
-            return _compensate(fleet, result, patched, ordered[index + 1:], proc, report)
+            return _compensate(fleet, result, patched, remaining, proc, report)
     _write_record(socket_dir, module, sha, patched)
     # 4. convergence: late processes, then every live holder runs the reviewed sha256
     _converge(fleet, result, module, sha, fields, report)

@@ -29,6 +29,7 @@ _log = logging.getLogger("hotfix.run")
 _config: RunConfig | None = None
 _server = None  # hotfix.admin.AdminServer serving this process's socket
 _server_pid: int | None = None
+_start_dir: str | None = None  # the working directory the process started in
 
 
 class NamedCheck:
@@ -46,7 +47,7 @@ class NamedCheck:
     def __call__(self) -> object:
         if self._fn is None:
             module_name, _, attr = self.spec.target.partition(":")
-            obj: object = importlib.import_module(module_name)
+            obj: object = _import_check_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
             if not callable(obj):
@@ -56,6 +57,25 @@ class NamedCheck:
 
     def __repr__(self) -> str:
         return f"<check {self.spec}>"
+
+
+def _import_check_module(name: str) -> object:
+    """Import a check's module; also from the directory the service was started in.
+
+    Some servers put it on ``sys.path`` only while they load the app (Celery's
+    ``-A``), so a check next to the app would not be found later.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if _start_dir is None or _start_dir in sys.path or exc.name != name.partition(".")[0]:
+            raise
+    sys.path.append(_start_dir)
+    try:
+        return importlib.import_module(name)
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(_start_dir)
 
 
 def _checks(config: RunConfig) -> dict[str, list[NamedCheck]]:
@@ -78,11 +98,13 @@ def _setup_logging(level: str | None) -> None:
 
 def boot(config: RunConfig | None = None) -> bool:
     """Set hotfix up in this process from the environment. Returns False when disabled."""
-    global _config
+    global _config, _start_dir
     config = config or RunConfig.from_env()
     if config.disabled:
         return False
     _config = config
+    with contextlib.suppress(OSError):
+        _start_dir = os.getcwd()
     _setup_logging(config.log_level)
     hotfix.install(prefixes=config.prefixes, roots=config.roots)
     if config.audit_log:
