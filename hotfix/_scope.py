@@ -148,8 +148,14 @@ def _system_directories(search_path: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def is_system_file(path: str) -> bool:
+    """Is ``path`` in the standard library or an installed package directory?"""
+    return _is_system_file(path, system_directories())
+
+
+@functools.lru_cache(maxsize=8192)  # one entry per module file; realpath costs a syscall per component
+def _is_system_file(path: str, system_dirs: tuple[str, ...]) -> bool:
     real = real_path(path)
-    return any(under(real, d) for d in system_directories())
+    return any(under(real, d) for d in system_dirs)
 
 
 # --------------------------------------------------------------------------- scope

@@ -16,7 +16,8 @@ modules already imported and allowed by ``allowed_prefixes`` /
 ``allowed_roots`` can be touched (404 otherwise). Status codes: 400 bad
 input, 401 token, 403 Host header or Unix-socket peer, 404 route or module,
 405 method, 409 rejected / rolled back / busy, 413 body over 64 KiB, 415
-not JSON. Every request is audited on the ``hotfix.audit`` logger (and a
+not JSON, 429 too many wrong tokens from this peer, 431 request head too
+large, 503 too many connections (``EndpointLimits``). Every request is audited on the ``hotfix.audit`` logger (and a
 JSONL file with ``audit=PATH``).
 
 Entry points::
@@ -31,6 +32,7 @@ Entry points::
 from ._asgi import ASGIApp, asgi_app
 from ._auth import TOKEN_ENV, default_token_file
 from ._client import Client, Reply, Unreachable
+from ._limits import EndpointLimits
 from ._openapi import build_openapi
 from ._routes import API_PREFIX, MAX_BODY, ROUTES, SCHEMA_VERSION
 from ._server import AdminServer, serve, serve_socket_dir
@@ -41,6 +43,7 @@ __all__ = [
     "ASGIApp",
     "AdminServer",
     "Client",
+    "EndpointLimits",
     "MAX_BODY",
     "ROUTES",
     "Reply",

@@ -19,6 +19,8 @@ import socket
 import stat
 import struct
 import tempfile
+import threading
+import time
 from collections.abc import Iterable
 
 #: Environment variable holding the token (server and CLI).
@@ -233,3 +235,130 @@ def peer_credentials(sock: socket.socket) -> tuple[int | None, int | None]:
     creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
     pid, uid, _gid = struct.unpack("3i", creds)
     return pid, uid
+
+
+# --------------------------------------------------------------------------- failed-auth limiting
+
+
+class AuthFailureLimiter:
+    """Per-peer limit on failed token attempts, with aggregated audit records.
+
+    Each peer (the client's address without its port; the uid for a Unix
+    socket) has a bucket of ``burst`` attempts that refills by one every
+    ``refill_seconds``. A failed attempt takes one; a peer whose bucket is
+    empty is answered 429 without its token being looked at, so guessing
+    runs at most one try per ``refill_seconds`` per address. Only the first
+    failure of a peer in each ``audit_window`` is audited on its own; the
+    rest (failures and 429s) are counted and written as one record per peer
+    and window (``outcome="auth-failures"``), so guessing cannot grow the
+    audit file by a line per try. At most ``max_peers`` peers are tracked:
+    beyond that, new peers share one bucket (``"*"``), which keeps memory
+    bounded when the attacker rotates addresses (all of 127.0.0.0/8 is
+    loopback).
+
+    The price: a local guesser locks its own address (on loopback: every TCP
+    client on this machine) out for a few seconds after it stops. The Unix
+    socket endpoint is checked per uid and does not share that fate.
+    """
+
+    def __init__(self, *, burst: int = 5, refill_seconds: float = 1.0, audit_window: float = 60.0,
+                 max_peers: int = 4096) -> None:
+        if burst < 1 or refill_seconds <= 0 or audit_window <= 0 or max_peers < 1:
+            raise ValueError("burst and max_peers must be >= 1; refill_seconds and audit_window > 0")
+        self.burst = burst
+        self.refill_seconds = refill_seconds
+        self.audit_window = audit_window
+        self.max_peers = max_peers
+        self._lock = threading.Lock()
+        self._peers: dict[str, _PeerFailures] = {}
+
+    @staticmethod
+    def peer_key(remote: str, transport: str) -> str:
+        if transport == "tcp":
+            host, sep, port = remote.rpartition(":")
+            return host if sep and port.isdigit() else remote
+        return remote
+
+    def _peer(self, key: str, now: float) -> _PeerFailures:
+        peer = self._peers.get(key)
+        if peer is None:
+            if len(self._peers) >= self.max_peers:
+                key = "*"
+                peer = self._peers.get(key)
+            if peer is None:
+                peer = self._peers[key] = _PeerFailures(key, float(self.burst), now, now)
+        return peer
+
+    def retry_after(self, key: str, now: float | None = None) -> float | None:
+        """Seconds until this peer may try a token again, or ``None`` if it may now.
+
+        A refused attempt is counted for the aggregated audit record.
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            peer = self._peers.get(key)
+            if peer is None and len(self._peers) >= self.max_peers:
+                peer = self._peers.get("*")
+            if peer is None:
+                return None
+            peer.refill(now, self.burst, self.refill_seconds)
+            if peer.tokens >= 1:
+                return None
+            peer.refused += 1
+            peer.last = time.time()
+            return (1 - peer.tokens) * self.refill_seconds
+
+    def failed(self, key: str, now: float | None = None) -> bool:
+        """Record a failed attempt; ``True`` if it is to be audited on its own (first in its window)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            peer = self._peer(key, now)
+            peer.refill(now, self.burst, self.refill_seconds)
+            peer.tokens = max(0.0, peer.tokens - 1)
+            peer.last = time.time()
+            if not peer.audited:
+                peer.audited = True
+                return True
+            peer.failures += 1
+            return False
+
+    def due(self, now: float | None = None, *, everything: bool = False) -> list[dict]:
+        """Aggregated records of windows that ended (all pending ones with ``everything``); forgets
+        peers that are idle and refilled."""
+        now = time.monotonic() if now is None else now
+        out = []
+        with self._lock:
+            for key, peer in list(self._peers.items()):
+                if not everything and now - peer.window_start < self.audit_window:
+                    continue
+                if peer.failures or peer.refused:
+                    out.append({"remote": key, "failures": peer.failures, "refused": peer.refused,
+                                "since_ts": peer.first_wall, "last_ts": peer.last})
+                peer.refill(now, self.burst, self.refill_seconds)
+                if peer.tokens >= self.burst:
+                    del self._peers[key]
+                else:
+                    peer.start_window(now)
+        return out
+
+
+class _PeerFailures:
+    __slots__ = ("audited", "failures", "first_wall", "key", "last", "refilled_at", "refused", "tokens",
+                 "window_start")
+
+    def __init__(self, key: str, tokens: float, refilled_at: float, window_start: float) -> None:
+        self.key = key
+        self.tokens = tokens
+        self.refilled_at = refilled_at
+        self.start_window(window_start)
+
+    def start_window(self, now: float) -> None:
+        self.window_start = now
+        self.audited = False
+        self.failures = 0
+        self.refused = 0
+        self.first_wall = self.last = time.time()
+
+    def refill(self, now: float, burst: int, refill_seconds: float) -> None:
+        self.tokens = min(float(burst), self.tokens + (now - self.refilled_at) / refill_seconds)
+        self.refilled_at = now

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -28,7 +29,14 @@ from .._outcomes import Reason, State, answer
 from .._run._process import process_info
 from .._scope import Scope, stale_modules
 from ._audit import AuditSink, printable
-from ._auth import HostAllowlist, host_allowed, host_allowlist, resolve_token, token_matches
+from ._auth import (
+    AuthFailureLimiter,
+    HostAllowlist,
+    host_allowed,
+    host_allowlist,
+    resolve_token,
+    token_matches,
+)
 from ._identity import actor, claims, evidence
 from ._openapi import build_openapi
 from ._routes import API_PREFIX, MAX_BODY, ROUTES_BY_PATH, SCHEMA_VERSION, BadRequest
@@ -116,6 +124,8 @@ class Router:
         self.server_url = server_url
         self.started = time.time()
         self.token_source = "argument"
+        #: Failed-token limiting (the embedded server sets one; mounted apps see a proxy's address).
+        self.auth_limiter: AuthFailureLimiter | None = None
 
     # ------------------------------------------------------------------ entry points
 
@@ -133,8 +143,21 @@ class Router:
             response = self._error(_Fail(500, "internal", "internal error in the hotfix endpoint; see the service log."))
         if record["outcome"] is None and response.status >= 400:
             record["outcome"] = response.payload.get("error")
-        self._audit(request, response.status, record, start)
+        if not record.get("aggregated"):
+            self._audit(request, response.status, record, start)
+        self.flush_auth_audit()
         return response
+
+    def flush_auth_audit(self, *, everything: bool = False) -> None:
+        """Write the aggregated failed-token records whose window ended (see ``AuthFailureLimiter``)."""
+        if self.auth_limiter is None:
+            return
+        for summary in self.auth_limiter.due(everything=everything):
+            self.audit({"ts": time.time(), "method": None, "path": None, "route": None, "status": 401,
+                        "remote": printable(summary["remote"], 100), "transport": None, "module": None,
+                        "outcome": "auth-failures", "patch_id": None, "duration_ms": 0.0,
+                        "failures": summary["failures"], "refused": summary["refused"],
+                        "since_ts": summary["since_ts"], "last_ts": summary["last_ts"]})
 
     def refuse(self, request: Request, status: int, error: str, message: str) -> Response:
         """A transport-level refusal (oversized body, bad framing, wrong peer), audited."""
@@ -153,7 +176,15 @@ class Router:
         route = routes.get(request.method) if routes else None
         record["authenticated"] = token_matches(self._token, request.headers.get("authorization"))
         if route is None or (route.auth and not (route.name == "metrics" and self.metrics_public)):
+            limiter = self.auth_limiter
+            peer = limiter.peer_key(request.remote, request.transport) if limiter is not None else ""
+            if limiter is not None and (wait := limiter.retry_after(peer)) is not None:
+                # Refused whatever the token: a limited peer learns nothing from its guesses.
+                record["aggregated"] = True
+                raise _Fail(429, "too-many-auth-failures", f"too many wrong tokens from {printable(peer, 60)};"
+                            f" try again in {wait:.1f}s with the right token.", retry_after=max(1, math.ceil(wait)))
             if not record["authenticated"]:
+                record["aggregated"] = limiter is not None and not limiter.failed(peer)
                 raise _Fail(401, "unauthorized", "missing or wrong bearer token: send 'Authorization: Bearer <token>'.")
         if routes is None:
             raise _Fail(404, "not-found", f"no such route; the routes are under {API_PREFIX}/ (see {API_PREFIX}/openapi.json).")
@@ -189,6 +220,8 @@ class Router:
             headers = (("WWW-Authenticate", 'Bearer realm="hotfix"'),)
         if "allow" in extra:
             headers = (("Allow", extra.pop("allow")),)
+        if "retry_after" in extra:
+            headers = (("Retry-After", str(extra["retry_after"])),)
         return Response(f.status, {"schema_version": SCHEMA_VERSION, "error": f.error, "message": f.message, **extra}, headers)
 
     def _audit(self, request: Request, status: int, record: dict, start: float) -> None:

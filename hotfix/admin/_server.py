@@ -11,12 +11,29 @@ import socketserver
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import _registry
 from ._audit import AuditTarget
-from ._auth import host_allowlist, is_loopback_host, peer_credentials, shared_token
+from ._auth import (
+    AuthFailureLimiter,
+    host_allowlist,
+    is_loopback_host,
+    peer_credentials,
+    shared_token,
+)
+from ._limits import (
+    EXHAUSTION_ERRNOS,
+    REFUSE_LINGER,
+    AcceptBackoff,
+    EndpointLimits,
+    HeadTooLarge,
+    LimitedRequestReader,
+    Refuser,
+    linger_close,
+)
 from ._router import Check, Request, Response, Router, make_router
 from ._routes import API_PREFIX, MAX_BODY
 
@@ -24,8 +41,6 @@ _log = logging.getLogger("hotfix.admin")
 
 #: How often the serving loop looks at its shutdown flag (bounds ``close()`` latency).
 POLL_INTERVAL = 0.1
-#: A connection idle for this long (mid-request or between keep-alive requests) is dropped.
-CONNECTION_TIMEOUT = 30.0
 #: Longest path a Unix socket can be bound to (``sun_path`` minus the NUL).
 MAX_UNIX_PATH = 107
 #: Headers that must not appear twice (request smuggling, auth confusion).
@@ -37,11 +52,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     default_request_version = "HTTP/1.0"  # no HTTP/0.9: every answer has a status line and headers
     server_version = "hotfix-admin"
     sys_version = ""
-    timeout = CONNECTION_TIMEOUT
     server: _TCPServer | _UnixServer
+    rfile: Any  # a LimitedRequestReader
 
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # replaced by a reader that enforces the head budget and deadlines
+        self.rfile = LimitedRequestReader(self.connection, self.server.limits)
+        self.linger = False  # set when we close after an error answer, with request bytes maybe unread
         self.peer_refused = False
         self.peer_pid: int | None = None
         self.peer_uid: int | None = None
@@ -53,6 +71,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             host, port = self.client_address[:2]
             self.peer = f"{host}:{port}"
+
+    def handle_one_request(self) -> None:
+        """``http.server``'s loop body, with the head read under a byte budget and a deadline."""
+        self.rfile.begin_head()
+        try:
+            try:
+                self.raw_requestline = self.rfile.readline(self.server.limits.max_header_bytes + 1)
+            except HeadTooLarge:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(431)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():  # headers are read through self.rfile: 431 past the budget
+                return
+            self.rfile.begin_body()
+            getattr(self, "do_" + self.command)()
+            self.wfile.flush()
+        except TimeoutError:
+            # Deadline for the head or body (or a write timeout): drop the connection, counted.
+            self.server.count("timed_out")
+            self.close_connection = True
+
+    def finish(self) -> None:
+        super().finish()
+        if self.linger:
+            linger_close(self.connection, REFUSE_LINGER)
 
     def version_string(self) -> str:
         return self.server_version
@@ -70,7 +116,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed request lines and headers: a JSON answer, audited, connection closed."""
-        error = {400: "bad-request", 414: "bad-request", 431: "bad-request", 501: "method-not-allowed"}.get(code, "bad-request")
+        limits = self.server.limits
+        if code == 431:
+            error = "headers-too-large"
+            message = (f"request head too large: at most {limits.max_header_bytes} bytes and "
+                       f"{limits.max_headers} header lines.")
+        else:
+            error = {501: "method-not-allowed"}.get(code, "bad-request")
         request = Request(getattr(self, "command", "") or "", getattr(self, "path", "") or "", {}, b"", self.peer, self.server.transport)
         self._send(self.server.router.refuse(request, code, error, message or "malformed request."), close=True)
 
@@ -108,6 +160,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                          self.peer_pid, self.peer_uid)))
 
     def _send(self, response: Response, close: bool = False) -> None:
+        self.connection.settimeout(self.server.limits.write_timeout)  # the read deadline no longer applies
         body = response.body()
         self.send_response(response.status)
         for name, value in response.headers(body):
@@ -115,16 +168,107 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
+            self.linger = True
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
 
-class _TCPServer(http.server.ThreadingHTTPServer):
+class _Limited:
+    """Connection bound, refusals, accept back-off and aggregated counts, for both server kinds.
+
+    A mix-in before ``socketserver.ThreadingMixIn``: ``process_request`` runs in the accept loop.
+    """
+
+    router: Router
+    limits: EndpointLimits
+    socket: Any  # the listening socket (socketserver's attribute)
+    request_queue_size = 128  # the listen backlog: 5 (the default) drops SYNs under a burst of clients
+
+    def init_limits(self, limits: EndpointLimits) -> None:
+        self.limits = limits
+        self.max_connections = limits.connection_limit()
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._backoff = AcceptBackoff(self._stopping)
+        self._counts: dict[str, int] = {}
+        self._window_start = time.monotonic()
+        self._refuser = Refuser(limits.refusing_limit(), lambda: self.count("refused_busy"))
+
+    @property
+    def active_connections(self) -> int:
+        with self._active_lock:
+            return self._active
+
+    def count(self, what: str) -> None:
+        with self._active_lock:
+            self._counts[what] = self._counts.get(what, 0) + 1
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            conn, addr = self.socket.accept()
+        except OSError as exc:
+            if exc.errno in EXHAUSTION_ERRNOS:
+                self._backoff.failed(self.socket, exc)  # waits: the listener stays readable
+            raise
+        self._backoff.succeeded()
+        return conn, addr
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            admit = self._active < self.max_connections
+            if admit:
+                self._active += 1
+        if not admit:
+            self._refuser.refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # type: ignore[misc]
+        except BaseException:
+            with self._active_lock:
+                self._active -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def service_actions(self) -> None:
+        """Every poll interval, in the accept loop: write the aggregated audit records that are due."""
+        self.router.flush_auth_audit()
+        if time.monotonic() - self._window_start >= self.limits.audit_window:
+            self.flush_counts()
+
+    def flush_counts(self) -> None:
+        with self._active_lock:
+            counts, self._counts = self._counts, {}
+            exhausted, self._backoff.exhausted = self._backoff.exhausted, 0
+            self._window_start = time.monotonic()
+        if exhausted:
+            counts["descriptors_exhausted"] = exhausted
+        if counts:
+            self.router.audit({"ts": time.time(), "method": None, "path": None, "route": None, "status": None,
+                               "remote": None, "transport": getattr(self, "transport", None), "module": None,
+                               "outcome": "connections-refused", "patch_id": None, "duration_ms": 0.0, **counts})
+
+    def stop_limits(self) -> None:
+        self._stopping.set()
+
+    def close_limits(self) -> None:
+        self._refuser.stop()
+        self._backoff.close()
+        self.flush_counts()
+        self.router.flush_auth_audit(everything=True)
+
+
+class _TCPServer(_Limited, http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     transport = "tcp"
-    router: Router
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # skip HTTPServer's getfqdn(): a DNS lookup
@@ -138,7 +282,7 @@ class _TCP6Server(_TCPServer):
     address_family = socket.AF_INET6
 
 
-class _UnixServer(socketserver.ThreadingUnixStreamServer):
+class _UnixServer(_Limited, socketserver.ThreadingUnixStreamServer):
     """Binds under a private temporary name, chmods 0600, then renames into place.
 
     So the socket is never reachable with looser permissions, and its
@@ -148,12 +292,11 @@ class _UnixServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     block_on_close = False
     transport = "unix"
-    router: Router
 
     def server_bind(self) -> None:
-        final = self.server_address
+        final = str(self.server_address)
         self._final = final
-        self._tmpdir = tempfile.mkdtemp(prefix=".", dir=os.path.dirname(final))  # 0700
+        self._tmpdir: str | None = tempfile.mkdtemp(prefix=".", dir=os.path.dirname(final))  # 0700
         tmp = os.path.join(self._tmpdir, "s")
         if len(tmp.encode()) > MAX_UNIX_PATH:
             os.rmdir(self._tmpdir)
@@ -165,7 +308,7 @@ class _UnixServer(socketserver.ThreadingUnixStreamServer):
 
     def server_activate(self) -> None:
         super().server_activate()
-        if self._bound != self._final:
+        if self._tmpdir is not None:
             os.replace(self._bound, self._final)
             os.rmdir(self._tmpdir)
         self.server_address = self._final
@@ -223,19 +366,17 @@ class AdminServer:
                                         name="hotfix-admin", daemon=True)
         self._thread.start()
 
-    @property
-    def api_url(self) -> str:
-        return self.url + API_PREFIX
-
     def close(self, timeout: float = 5.0) -> None:
         """Stop serving, remove the Unix socket and the generated token file. Idempotent."""
         if self._closed:
             return
         self._closed = True
         _registry.unregister(self._registration)
+        self._httpd.stop_limits()  # ends an accept back-off wait at once
         self._httpd.shutdown()
         self._thread.join(timeout)
         self._httpd.server_close()
+        self._httpd.close_limits()
         if isinstance(self._httpd, _UnixServer):
             self._httpd.remove_socket()
         if self._owns_token_file and self.token_file:
@@ -269,6 +410,7 @@ def serve(
     timeout: float | None = None,
     max_body: int = MAX_BODY,
     metrics_public: bool = False,
+    limits: EndpointLimits | None = None,
 ) -> AdminServer:
     """Start the admin endpoint in a daemon thread and return its handle.
 
@@ -287,7 +429,10 @@ def serve(
     ``audit``: a JSONL file path or a callable receiving each audit record.
     ``metrics_public``: serve ``/hotfix/v1/metrics`` without the token (counts only, for a
     scraper that cannot hold it).
+    ``limits``: what a peer may consume (header size and count, read deadlines,
+    connections, failed tokens); see ``EndpointLimits`` for the defaults.
     """
+    limits = limits if limits is not None else EndpointLimits()
     if unix_socket is None:
         if not allow_non_loopback and not is_loopback_host(host):
             raise ValueError(f"refusing to bind the admin endpoint to non-loopback {host!r}; pass allow_non_loopback=True "
@@ -299,11 +444,12 @@ def serve(
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
                                   timeout=timeout, max_body=max_body, metrics_public=metrics_public)
+    httpd: _TCPServer | _UnixServer | None = None
     try:
         if unix_socket is not None:
             path = os.path.abspath(os.fspath(unix_socket))
             _check_socket_path(path)
-            httpd: _TCPServer | _UnixServer = _UnixServer(path, _Handler)
+            httpd = _UnixServer(path, _Handler)
             url = "http+unix://" + path.replace("%", "%25").replace("/", "%2F")
             socket_path: str | None = path
         else:
@@ -314,8 +460,14 @@ def serve(
             url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}"
             socket_path = None
         router.server_url = url + API_PREFIX if unix_socket is None else None
+        router.auth_limiter = AuthFailureLimiter(burst=limits.auth_failure_burst,
+                                                 refill_seconds=limits.auth_failure_refill_seconds,
+                                                 audit_window=limits.audit_window)
         httpd.router = router
+        httpd.init_limits(limits)
     except BaseException:
+        if httpd is not None:
+            httpd.server_close()
         if written:
             with contextlib.suppress(OSError):
                 os.unlink(written)

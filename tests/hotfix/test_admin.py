@@ -82,6 +82,8 @@ def make_server(modules):
     def make(**kwargs):
         kwargs.setdefault("token", TOKEN)
         kwargs.setdefault("allowed_roots", [modules.dir])
+        # These tests send many wrong tokens on purpose; the limit has its own tests.
+        kwargs.setdefault("limits", hotfix.admin.EndpointLimits(auth_failure_burst=1_000_000))
         server = hotfix.admin.serve(**kwargs)
         servers.append(server)
         return server, Http(server)

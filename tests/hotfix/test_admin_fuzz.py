@@ -162,7 +162,9 @@ def _send(port: int, raw: bytes) -> bytes:
 def target(modules):
     mod = modules.create(V1)
     modules.write(mod, V2)  # a valid change is waiting on disk: any accepted apply would show
-    with hotfix.admin.serve(token=TOKEN, allowed_roots=[modules.dir]) as server:
+    # Wrong tokens are part of the fuzz: no failed-token limit here (tests/hotfix/test_endpoint_limits.py).
+    limits = hotfix.admin.EndpointLimits(auth_failure_burst=1_000_000)
+    with hotfix.admin.serve(token=TOKEN, allowed_roots=[modules.dir], limits=limits) as server:
         yield mod, server, int(server.url.rsplit(":", 1)[1])
 
 

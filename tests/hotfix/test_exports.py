@@ -15,7 +15,7 @@ PUBLIC = {
         "installed", "rollback", "stale_modules", "uninstall", "watch",
     },
     hotfix.admin: {
-        "API_PREFIX", "ASGIApp", "AdminServer", "Client", "MAX_BODY", "ROUTES", "Reply", "SCHEMA_VERSION", "TOKEN_ENV",
+        "API_PREFIX", "ASGIApp", "AdminServer", "Client", "EndpointLimits", "MAX_BODY", "ROUTES", "Reply", "SCHEMA_VERSION", "TOKEN_ENV",
         "Unreachable", "WSGIApp", "asgi_app", "build_openapi", "default_token_file", "serve", "serve_socket_dir",
         "wsgi_app",
     },
