@@ -5,14 +5,22 @@ The bearer token comes from, in order: the ``token`` argument, the
 (``secrets.token_urlsafe(32)``) and written to a 0600 file: ``token_file``
 if given, else ``$XDG_RUNTIME_DIR/hotfix/hotfix-<pid>.token``, else
 ``<tempdir>/hotfix-<uid>/hotfix-<pid>.token`` (a 0700 directory that must
-belong to the current user). The token is compared with
+belong to the current user; see ``runtime_dir`` for what happens when
+another user created it). The token is compared with
 ``hmac.compare_digest`` and never logged.
+
+Trust: a token file hotfix adopts (the shared ``token`` of a socket
+directory) must be a regular file of ours, closed to others; a socket
+directory must be ours and not writable by group or others. Anything else
+is refused with a message naming the path and the fix. Token files of
+processes that died are removed like their sockets.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -31,6 +39,8 @@ MIN_TOKEN_LENGTH = 16
 SHARED_TOKEN_NAME = "token"
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+_log = logging.getLogger("hotfix.admin")
 
 
 class TokenSource:
@@ -58,34 +68,156 @@ def check_token_strength(token: str) -> str:
     return token
 
 
-def runtime_dir() -> str:
-    """A private (0700, owned by us) directory for token files."""
+class UntrustedPath(PermissionError):
+    """A directory or token file that another user could have planted, replaced or read.
+
+    The message names the path, what is wrong and the fix.
+    """
+
+
+def runtime_dir(create: bool = True) -> str:
+    """A private directory (0700, owned by us) for token files and the endpoint registry.
+
+    ``$XDG_RUNTIME_DIR/hotfix`` if that is set, else ``<tempdir>/hotfix-<uid>``.
+    Another user can create ``<tempdir>/hotfix-<uid>`` first (the temporary
+    directory is shared); such a directory is refused with a warning naming
+    it and the fix, and ``~/.cache/hotfix/run`` is used instead, which only
+    we can create. With ``create=False`` (readers such as ``hotfix ps``)
+    nothing is created and the same choice is made.
+    """
+    problems = []
+    for candidate in _runtime_candidates():
+        try:
+            if create:
+                ensure_private_dir(candidate)
+            elif os.path.lexists(candidate):
+                check_private_dir(candidate)
+            return candidate
+        except UntrustedPath as exc:
+            problems.append(str(exc))
+            _log.warning("%s", exc)
+    raise UntrustedPath("no private runtime directory for hotfix: " + " ".join(problems))
+
+
+def _runtime_candidates() -> list[str]:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
-        base = os.path.join(xdg, "hotfix")
-    else:
-        base = os.path.join(tempfile.gettempdir(), f"hotfix-{os.getuid()}")
-    ensure_private_dir(base)
-    return base
+        return [os.path.join(xdg, "hotfix")]
+    out = [os.path.join(tempfile.gettempdir(), f"hotfix-{os.getuid()}")]
+    home = os.path.expanduser("~")
+    if home and home != "~" and os.path.isdir(home):
+        out.append(os.path.join(home, ".cache", "hotfix", "run"))
+    return out
+
+
+def check_private_dir(path: str) -> None:
+    """Raise ``UntrustedPath`` unless ``path`` is a real directory owned by us that others cannot write."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedPath(f"{path} exists and is not a directory (another user may have created it); "
+                            f"hotfix will not use it. Fix: remove {path}, or set XDG_RUNTIME_DIR.")
+    if st.st_uid != os.getuid():
+        raise UntrustedPath(f"{path} belongs to uid {st.st_uid}, not to uid {os.getuid()}: another user created "
+                            f"it, and could read or replace what hotfix puts there. Fix: remove {path} (as its "
+                            "owner or root), or set XDG_RUNTIME_DIR.")
 
 
 def ensure_private_dir(path: str) -> None:
-    """Create ``path`` as 0700, or check that an existing one is ours and private."""
+    """Create ``path`` (and missing parents) as 0700, or check that an existing one is ours; make it 0700."""
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         pass
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise PermissionError(f"{path} exists and is not a directory; refusing to write a token there")
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to us; refusing to write a token there")
-    if st.st_mode & 0o077:
+    check_private_dir(path)
+    if os.lstat(path).st_mode & 0o077:
         os.chmod(path, 0o700)
 
 
+def check_shared_dir(path: str) -> None:
+    """A directory several of our processes share (``serve_socket_dir``): ours, not writable by others.
+
+    Group or world write access would let another user replace a socket or
+    plant a token file that our processes adopt.
+    """
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedPath(f"{path} is not a directory; pass a directory for the sockets")
+    if st.st_uid != os.getuid():
+        raise UntrustedPath(f"{path} belongs to uid {st.st_uid}, not to uid {os.getuid()}: another user could "
+                            "replace the sockets or plant a token there. Fix: use a directory you own, e.g. "
+                            "mkdir -m 700 under your service's runtime directory.")
+    if st.st_mode & 0o022:
+        raise UntrustedPath(f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}): another "
+                            f"user could replace the sockets or plant a token there. Fix: chmod 700 {path}.")
+
+
+def check_token_file(path: str) -> None:
+    """Raise ``UntrustedPath`` unless ``path`` is a regular file of ours that only we can read."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UntrustedPath(f"the token file {path} is not a regular file (a symlink?); hotfix will not adopt "
+                            f"it. Fix: remove {path}; the next process creates a new one.")
+    if st.st_uid != os.getuid():
+        raise UntrustedPath(f"the token file {path} belongs to uid {st.st_uid}, not to uid {os.getuid()}: "
+                            "another user planted it and knows its token. Fix: remove it; the next process "
+                            "creates a new one.")
+    if st.st_mode & 0o077:
+        raise UntrustedPath(f"the token file {path} is readable or writable by others (mode "
+                            f"{stat.S_IMODE(st.st_mode):o}), so its token may be known. Fix: remove it (the next "
+                            "process creates a new one) and restart the processes that use it.")
+
+
 def default_token_file() -> str:
-    return os.path.join(runtime_dir(), f"hotfix-{os.getpid()}.token")
+    directory = runtime_dir()
+    remove_stale_token_files(directory)
+    return os.path.join(directory, f"hotfix-{os.getpid()}.token")
+
+
+def remove_stale_token_files(directory: str) -> list[str]:
+    """Remove token files of processes that no longer exist, like their sockets; return their paths.
+
+    ``hotfix-<pid>.token`` (the runtime directory) and ``<pid>.sock.token``
+    (next to a socket); a file of another user is left alone.
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        pid = _token_file_pid(name)
+        if pid is None or pid_alive(pid):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if os.lstat(path).st_uid == os.getuid():
+                os.unlink(path)
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _token_file_pid(name: str) -> int | None:
+    for prefix, suffix in (("hotfix-", ".token"), ("", ".sock.token")):
+        if name.startswith(prefix) and name.endswith(suffix):
+            stem = name[len(prefix):len(name) - len(suffix)]
+            if stem.isdigit():
+                return int(stem)
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
 
 
 def write_private_file(path: str, text: str) -> None:
@@ -118,6 +250,7 @@ def shared_token(directory: str) -> tuple[str, str]:
     """
     path = os.path.join(directory, SHARED_TOKEN_NAME)
     try:
+        check_token_file(path)
         return check_token_strength(read_token_file(path)), path
     except FileNotFoundError:
         pass
@@ -132,6 +265,7 @@ def shared_token(directory: str) -> tuple[str, str]:
             pass
     finally:
         os.unlink(tmp)
+    check_token_file(path)  # the winner of the race may not have been one of ours
     return check_token_strength(read_token_file(path)), path
 
 

@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,12 +25,7 @@ _ids = itertools.count(1)
 
 def registry_dir(create: bool = False) -> str:
     """``<runtime dir>/endpoints``; reading never creates directories."""
-    if create:
-        base = runtime_dir()
-    else:
-        xdg = os.environ.get("XDG_RUNTIME_DIR")
-        base = os.path.join(xdg, "hotfix") if xdg and os.path.isdir(xdg) else \
-            os.path.join(tempfile.gettempdir(), f"hotfix-{os.getuid()}")
+    base = runtime_dir(create=create)  # the same choice as writers, squatted directories skipped
     path = os.path.join(base, "endpoints")
     if create:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -63,8 +57,8 @@ def entries() -> Iterator[dict[str, Any]]:
     """Registered endpoints of live processes (files of dead ones are removed)."""
     from ._server import pid_alive
 
-    directory = registry_dir()
     try:
+        directory = registry_dir()
         names = sorted(os.listdir(directory))
     except OSError:
         return

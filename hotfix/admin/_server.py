@@ -19,9 +19,12 @@ from . import _registry
 from ._audit import AuditTarget
 from ._auth import (
     AuthFailureLimiter,
+    check_shared_dir,
     host_allowlist,
     is_loopback_host,
     peer_credentials,
+    pid_alive,
+    remove_stale_token_files,
     shared_token,
 )
 from ._limits import (
@@ -489,9 +492,7 @@ def serve_socket_dir(directory: str | os.PathLike, **kwargs: Any) -> AdminServer
     """
     directory = os.path.abspath(os.fspath(directory))
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    st = os.stat(directory)
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{directory} belongs to uid {st.st_uid}; the socket directory must be ours")
+    check_shared_dir(directory)  # ours, and nobody else can write there
     remove_stale_sockets(directory)
     if kwargs.get("token") is None and not os.environ.get("HOTFIX_TOKEN"):
         kwargs["token"], _ = shared_token(directory)
@@ -499,8 +500,9 @@ def serve_socket_dir(directory: str | os.PathLike, **kwargs: Any) -> AdminServer
 
 
 def remove_stale_sockets(directory: str) -> list[str]:
-    """Remove ``<pid>.sock`` files whose process no longer exists; return their paths."""
-    removed = []
+    """Remove ``<pid>.sock`` files (and their ``.token`` files) whose process no longer exists;
+    return their paths."""
+    removed = remove_stale_token_files(directory)
     for name in os.listdir(directory):
         stem, ext = os.path.splitext(name)
         if ext != ".sock" or not stem.isdigit():
@@ -510,14 +512,3 @@ def remove_stale_sockets(directory: str) -> list[str]:
                 os.unlink(os.path.join(directory, name))
                 removed.append(os.path.join(directory, name))
     return removed
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
