@@ -11,7 +11,8 @@ Keys, always present (``null`` when unknown)::
     patch_id    the transaction's id ("hf-1234-7"), set on every record of a transaction
     trace_id    the active OpenTelemetry trace (32 hex digits), when a span is active
     span_id     the active span (16 hex digits)
-    module      the module(s) patched, comma separated
+    module      the module(s) patched, comma separated (from ``extra={"modules": [...]}``
+                or the audit record; not LogRecord.module, which names the logging code's file)
     outcome     how the step or request ended (applied, rejected, rolled-back, ...)
 
 plus ``reason``, ``actor`` and ``route`` when the record has them, ``exception`` (the
@@ -48,7 +49,9 @@ class JSONFormatter(logging.Formatter):
         trace_id, span_id = field("trace_id"), field("span_id")
         if trace_id is None:
             trace_id, span_id = current_ids()
-        module = field("module")
+        # LogRecord.module is the *source file's* module name: the patched module(s) come from
+        # ``extra={"modules": [...]}`` or the audit record instead.
+        module = audit.get("module")
         if module is None:
             modules = field("modules")
             module = ",".join(map(str, modules)) if isinstance(modules, list | tuple) else modules

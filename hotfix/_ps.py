@@ -55,8 +55,7 @@ def discover(socket_dirs: list[str]) -> list[dict[str, Any]]:
             path = os.path.abspath(path)
             if path in found or not stem.isdigit() or not pid_alive(int(stem)):
                 continue
-            token_file = path + ".token" if os.path.exists(path + ".token") else os.path.join(directory, "token")
-            found[path] = {"pid": int(stem), "url": None, "socket_path": path, "token_file": token_file, "argv": None}
+            found[path] = {"pid": int(stem), "url": None, "socket_path": path, "token_file": None, "argv": None}
     return sorted(found.values(), key=lambda e: (e["pid"], e["socket_path"] or e["url"] or ""))
 
 
@@ -64,17 +63,19 @@ def describe(entry: dict[str, Any], token: str | None) -> dict[str, Any]:
     """Ask one endpoint for its patches in effect (names with a token, a count without)."""
     out: dict[str, Any] = {"pid": entry["pid"], "command": _command(entry["pid"], entry.get("argv")),
                            "endpoint": entry["socket_path"] and f"unix:{entry['socket_path']}" or entry["url"]}
-    token = token or _read_token(entry.get("token_file"))
+    sock = entry["socket_path"]
+    files = [entry.get("token_file")] + ([sock + ".token", os.path.join(os.path.dirname(sock), "token")] if sock else [])
+    tokens = list(dict.fromkeys(t for t in [token, *map(_read_token, files)] if t))
     try:
-        client = Client(None if entry["socket_path"] else entry["url"], socket_path=entry["socket_path"],
-                        token=token, timeout=5.0)
-        if token:
+        for candidate in tokens:  # the given token, then the files this endpoint's server may have written
+            client = Client(None if sock else entry["url"], socket_path=sock, token=candidate, timeout=5.0)
             reply = client.status()
             if reply.status == 200:
                 patches = [p for p in reply.body.get("patches") or [] if p.get("in_effect")]
                 out["patches_in_effect"] = [{"id": p["id"], "modules": p.get("modules") or []} for p in patches]
                 out["patch_count"] = len(patches)
                 return out
+        client = Client(None if sock else entry["url"], socket_path=sock, timeout=5.0)
         reply = client.health()
         out["patches_in_effect"] = None  # not allowed to see which
         out["patch_count"] = reply.body.get("patches_in_effect")

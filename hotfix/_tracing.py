@@ -113,7 +113,11 @@ def _ended(span_name: str, span: Any, result: Any, exc: BaseException | None) ->
     span.set_attributes(attributes)
     failure = getattr(exc, "failure", None)
     if isinstance(failure, BaseException):  # the exception that made probation or a check roll back
-        span.record_exception(failure, attributes={"hotfix.reason": reason or ""})
+        event: dict[str, Any] = {"hotfix.reason": reason or ""}
+        formatted = (getattr(exc, "details", None) or {}).get("traceback")
+        if isinstance(formatted, str):  # formatted while the patched source was running: the right lines
+            event["exception.stacktrace"] = formatted
+        span.record_exception(failure, attributes=event)
     if outcome in ("rejected", "rolled_back", "rollback_incomplete") or (exc is not None and outcome == "error"):
         from opentelemetry.trace import Status, StatusCode
 
@@ -263,7 +267,8 @@ def install_log_record_ids() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if record.name == "hotfix" or record.name.startswith("hotfix."):
+        name = record.name
+        if isinstance(name, str) and (name == "hotfix" or name.startswith("hotfix.")):
             trace_id, span_id = current_ids()
             if trace_id is not None:
                 record.trace_id = trace_id
