@@ -137,6 +137,7 @@ class Swapper:
         self.events: list[SwapEvent] = []
         self.future_annotations = bool(plan.compile_flags & __future__.annotations.compiler_flag)
         self.old_namespace = dict(self.g)  # what __hotfix_migrate__ receives
+        self.snapshotted: set[int] = set()  # containers whose contents the undo log restores
 
     def event(self, action: str, qualname: str) -> None:
         self.events.append(SwapEvent(self.name, action, qualname))
@@ -285,6 +286,13 @@ class Swapper:
         """``NAME[const] = ...`` / ``NAME.attr = ...`` on objects that already exist: undone on rollback."""
         ns = self.g if isinstance(scope, types.ModuleType) else {**self.g, **vars(scope)}
         for n in ast.walk(node):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name):
+                # ``NAME.update(...)``, ``NAME.append(...)``: a builtin container's contents come back on rollback
+                obj = ns.get(n.func.value.id, _MISSING)
+                if isinstance(obj, dict | list | set | bytearray) and id(obj) not in self.snapshotted:
+                    self.snapshotted.add(id(obj))
+                    self.undo.call(_nothing, functools.partial(_restore_contents, obj, obj.copy()))
+                continue
             targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign | ast.AnnAssign) else []
             for t in targets:
                 if not isinstance(t, ast.Subscript | ast.Attribute) or not isinstance(t.value, ast.Name):
@@ -463,6 +471,16 @@ class Swapper:
         new = Baseline(state=self.plan.disk, text=self.plan.text, code=self.plan.code)
         self.undo.call(functools.partial(set_baseline, self.name, new),
                        functools.partial(set_baseline, self.name, old))
+
+
+def _restore_contents(obj: dict | list | set | bytearray, saved: dict | list | set | bytearray) -> None:
+    obj.clear()
+    if isinstance(obj, dict):
+        obj.update(saved)  # type: ignore[arg-type]
+    elif isinstance(obj, set):
+        obj.update(saved)
+    else:
+        obj.extend(saved)  # type: ignore[arg-type]
 
 
 def _nothing() -> None:

@@ -155,21 +155,22 @@ class Differ:
         self.owned_bindings(prefix, new, first)
 
     def owned_bindings(self, prefix: str, new: Scope, first: int) -> None:
-        """A re-created definition whose name a later, unchanged definition binds must not take the name."""
-        last_binder: dict[str, int] = {}
-        position: dict[int, int] = {}
+        """A re-created definition whose name a later definition binds does not take the name.
+
+        The later definition (``@x.register def _`` repeated) owns the name, as
+        in a fresh import; a later *statement* (``f = wrap(f)``) reads it, so
+        the re-created object is bound first and the statement runs again.
+        """
+        position = {id(e): i for i, e in enumerate(new.entries)}
+        later_defs: dict[str, int] = {}
         for i, e in enumerate(new.entries):
-            position[id(e)] = i
-            for n in ({e.name} if not isinstance(e, Statement) else e.names):
-                last_binder[n] = i
-        rerun = {position.get(id(_entry_of(c)), -1) for c in self.changes[first:] if getattr(c, "scope", None) == prefix}
+            if isinstance(e, FunctionDef | ClassDef):
+                later_defs[e.name] = i
         for k in range(first, len(self.changes)):
             c = self.changes[k]
             if isinstance(c, AddDefinition | ModifyFunction) and c.scope == prefix and (
                     isinstance(c, AddDefinition) or c.replace):
-                here = position.get(id(c.new), -1)
-                owner = last_binder.get(c.new.name, here)
-                if owner > here and owner not in rerun:
+                if later_defs.get(c.new.name, -1) > position.get(id(c.new), -1):
                     self.changes[k] = attrs.evolve(c, bind=False)
 
     def removals(self, prefix: str, old: Scope | None, new: Scope, namespace: dict, leftover: Counter) -> None:
@@ -286,7 +287,7 @@ class Differ:
             doc_changed = (live[0].__doc__ or None) != (ast.get_docstring(new.node) or None)
         if not replace:
             reads = _definition_reads(new.node, self.future)
-            if dirty.factory_of(_decorator_reads(new.node)):
+            if dirty.factory_of(_decorator_reads(new.node)) or dirty.rebound_of(_names_loaded(new.node.decorator_list)):
                 replace = True
                 self.add("dependent-rerun", q, f"{q} is re-created: its decorator changed")
             elif dirty.rebound_of(reads):
@@ -317,8 +318,8 @@ class Differ:
         if self.offline or not (dirty.rebound or dirty.factory or (dirty.outer and (dirty.outer.rebound or dirty.outer.factory))):
             return
         q = new.qualname
-        via_decorator = dirty.factory_of(_decorator_reads(new.node))
-        via_defaults = dirty.rebound_of(_definition_reads(new.node, self.future) - _decorator_reads(new.node))
+        via_decorator = dirty.factory_of(_decorator_reads(new.node)) | dirty.rebound_of(_names_loaded(new.node.decorator_list))
+        via_defaults = dirty.rebound_of(_definition_reads(new.node, self.future) - _names_loaded(new.node.decorator_list))
         if not via_decorator and not via_defaults:
             return
         live = self.live_functions(namespace, new, old)
@@ -681,12 +682,6 @@ def _note(dirty: _Dirty, c: Change, prefix: str) -> None:
         dirty.rebound.add(c.name)
 
 
-def _entry_of(c: Change) -> object:
-    if isinstance(c, RunStatement):
-        return c.statement
-    return getattr(c, "new", None)
-
-
 
 # --------------------------------------------------------------------------- offline
 
@@ -848,7 +843,17 @@ def _names_loaded(nodes: list) -> set[str]:
 
 
 def _decorator_reads(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
-    return _names_loaded(node.decorator_list)
+    """Names of decorators that are (or are made by calling) a function: ``@deco``, ``@deco(arg)``.
+
+    ``@obj.register`` and ``@bus.on("k")`` use a method of an object; they
+    are not re-run when the object's module-level function changes.
+    """
+    out = set()
+    for d in node.decorator_list:
+        target = d.func if isinstance(d, ast.Call) else d
+        if isinstance(target, ast.Name):
+            out.add(target.id)
+    return out
 
 
 def _definition_reads(node: ast.FunctionDef | ast.AsyncFunctionDef, future_annotations: bool) -> set[str]:
