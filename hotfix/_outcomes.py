@@ -44,7 +44,7 @@ class Reason(enum.StrEnum):
     CHECK_FAILED = "check-failed"  # a check raised or returned False
     CHECK_TIMEOUT = "check-timeout"  # a check did not return within check_timeout
     PROBATION_FAILED = "probation-failed"  # patched code raised during the probation window
-    INTERRUPTED = "interrupted"  # KeyboardInterrupt / SystemExit / an unexpected error after the swap
+    INTERRUPTED = "interrupted"  # KeyboardInterrupt / SystemExit / an unexpected error (any state)
     AUDIT_FAILED = "audit-failed"  # an audit write failed after the swap: the patch does not stay unaudited
 
 
@@ -124,6 +124,8 @@ def answer(reason: Reason, state: State) -> Answer:
     """The front ends' words for an outcome (``state`` INCOMPLETE overrides the reason)."""
     if state == State.INCOMPLETE:
         return INCOMPLETE
+    if state == State.UNCHANGED and reason in ROLLED_BACK:  # interrupted before anything changed
+        return _refused("precondition")
     return ANSWERS[reason]
 
 

@@ -27,17 +27,20 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
 import sys
 import threading
 import traceback
 import types
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 from verification import CodeSet
 
 _PLACEHOLDER = "__hotfix_probe_placeholder__"
 _active: ProbationWatch | None = None  # the watch the twins report to (one transaction at a time)
+_watching: ProbationWatch | None = None  # the watch in effect, if any
 
 
 def _probe(exc: BaseException) -> None:
@@ -56,12 +59,13 @@ class ProbationWatch:
     """Context manager: records the first unexpected exception escaping watched code."""
 
     def __init__(self, codes: Iterable[types.CodeType], expected: tuple[type[BaseException], ...] = (),
-                 twins: Iterable[tuple[types.FunctionType, types.CodeType, types.CodeType]] = ()) -> None:
+                 twins: Iterable[tuple[types.FunctionType, types.CodeType, types.CodeType]] = (),
+                 failed: threading.Event | None = None) -> None:
         self.codes = CodeSet(codes)  # by identity: an identical function elsewhere is not ours
         # (function, verified code, instrumented twin): used where sys.monitoring is missing
         self.twins = list(twins)
         self.ignore = _CONTROL_FLOW + tuple(expected)
-        self.failed = threading.Event()
+        self.failed = failed if failed is not None else threading.Event()  # may be shared: a doorbell
         self.failure: BaseException | None = None
         self.where: str | None = None
         self.formatted: str | None = None
@@ -70,7 +74,7 @@ class ProbationWatch:
         self.mechanism = "sys.monitoring" if hasattr(sys, "monitoring") else "excepthook"
 
     def _record(self, exc: BaseException, where: str) -> None:
-        if isinstance(exc, self.ignore) or self.failed.is_set():
+        if isinstance(exc, self.ignore) or self.failure is not None:
             return
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
@@ -91,7 +95,7 @@ class ProbationWatch:
         self._record(exc, f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})")
 
     def _start_monitoring(self) -> None:
-        mon = sys.monitoring
+        mon = sys.monitoring  # type: ignore[attr-defined,unused-ignore]
         for tool in (4, 3):
             try:
                 mon.use_tool_id(tool, _TOOL_NAME)
@@ -107,7 +111,7 @@ class ProbationWatch:
         mon.set_events(self._tool, mon.events.PY_UNWIND)
 
     def _stop_monitoring(self) -> None:
-        mon = sys.monitoring
+        mon = sys.monitoring  # type: ignore[attr-defined,unused-ignore]
         mon.set_events(self._tool, 0)
         mon.register_callback(self._tool, mon.events.PY_UNWIND, None)
         mon.free_tool_id(self._tool)
@@ -162,6 +166,8 @@ class ProbationWatch:
     # -- context manager
 
     def __enter__(self) -> ProbationWatch:
+        global _watching
+        _watching = self
         if self.mechanism == "sys.monitoring":
             self._start_monitoring()
         else:
@@ -171,16 +177,19 @@ class ProbationWatch:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        global _watching
         if self._tool is not None:
             self._stop_monitoring()
         self._stop_twins()
         self._stop_hooks()
+        if _watching is self:
+            _watching = None
 
     def wait(self, seconds: float) -> bool:
-        """Wait out the window; True when it passed without a failure."""
-        if seconds > 0:
+        """Wait out the window (or until the doorbell rings); True when no failure was recorded."""
+        if seconds > 0 and self.failure is None:
             self.failed.wait(seconds)
-        return not self.failed.is_set()
+        return self.failure is None
 
 
 def instrumented_twin(node: ast.FunctionDef | ast.AsyncFunctionDef, scope: str, path: str,
@@ -208,7 +217,7 @@ def instrumented_twin(node: ast.FunctionDef | ast.AsyncFunctionDef, scope: str, 
     fn.body = [wrapped]
     stmt: ast.stmt = fn
     for cls in reversed([p for p in scope.split(".") if p]):
-        extra = {"type_params": []} if sys.version_info >= (3, 12) else {}
+        extra: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
         stmt = ast.copy_location(ast.ClassDef(name=cls, bases=[], keywords=[], body=[stmt], decorator_list=[], **extra), node)
     module = ast.fix_missing_locations(ast.Module(body=[stmt], type_ignores=[]))
     try:
@@ -228,3 +237,15 @@ def instrumented_twin(node: ast.FunctionDef | ast.AsyncFunctionDef, scope: str, 
                                              for k in c.co_consts))
         stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
     return None
+
+
+def _reset_after_fork_in_child() -> None:
+    """A watch in effect when the process forked belongs to the parent's transaction: end it in the child
+    (the sys.monitoring tool id, the excepthooks and the twins would otherwise stay for good)."""
+    watch = _watching
+    if watch is not None:
+        watch.__exit__(None, None, None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork_in_child)

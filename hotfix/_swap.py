@@ -416,7 +416,14 @@ class Swapper:
         if hook is None or not callable(hook) or not self.plan.migrate:
             return
         before = dict(self.g)
-        hook(dict(self.old_namespace))
+        try:
+            hook(dict(self.old_namespace))
+        except BaseException:
+            # the hook's own re-binds are not in the undo log yet: put the namespace back as it was before it
+            for name in [n for n in self.g if n not in before]:
+                del self.g[name]
+            self.g.update(before)
+            raise
         after = dict(self.g)
         for name in before.keys() | after.keys():
             old, new = before.get(name, _MISSING), after.get(name, _MISSING)

@@ -753,3 +753,41 @@ def statistics() -> Statistics:
         last_stall_seconds=last,
         max_stall_seconds=worst,
     )
+
+
+# --------------------------------------------------------------------------- fork
+
+
+def _reset_after_fork_in_child() -> None:
+    """The child of ``os.fork()`` has one thread: the one that forked.
+
+    Every other thread is gone, and with it any lock it held: a pause holder
+    that died in the parent's other thread would leave the child unable to
+    pause forever. The child gets fresh locks, forgets every worker but the
+    forking thread, and keeps a pause only if the forking thread holds it
+    (its ``pause()`` block will end it as usual).
+    """
+    global _lock, _resume, _progress, _free, _pending, _holder, _holder_depth, _holder_thread
+    me = _get_ident()
+    _lock = threading.RLock()
+    _resume = threading.Condition(_lock)
+    _progress = threading.Condition(_lock)
+    _free = threading.Condition(_lock)
+    survivor = _workers.get(me)
+    _workers.clear()
+    if survivor is not None:
+        survivor.thread = threading.current_thread()
+        survivor.parked = False
+        _workers[me] = survivor
+    _late.clear()
+    if _holder == me:
+        _holder_thread = threading.current_thread()
+    else:
+        _pending = False
+        _holder = None
+        _holder_depth = 0
+        _holder_thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork_in_child)

@@ -101,13 +101,14 @@ def asgi_app(
     checks: Mapping[str, Iterable[Check]] | None = None,
     probation: float | None = None,
     timeout: float | None = None,
+    check_timeout: float | None = None,
     max_body: int = MAX_BODY,
     metrics_public: bool = False,
 ) -> ASGIApp:
     """The admin routes as an ASGI app (``.token``, ``.token_file``); same options as ``wsgi_app``."""
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
-                                  timeout=timeout, max_body=max_body, allowed_hosts=allowed_hosts,
+                                  timeout=timeout, check_timeout=check_timeout, max_body=max_body, allowed_hosts=allowed_hosts,
                                   metrics_public=metrics_public)
     return ASGIApp(router, written)
 

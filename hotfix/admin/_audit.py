@@ -2,17 +2,18 @@
 
 A record holds the time, method, path, matched route, status, remote
 address, transport, module, outcome, patch id and duration. Never the token
-and never the request body.
+and never the request body. The file is written by ``hotfix._audit.JsonlFile``
+(one writer for every JSONL file: each line whole or not at all).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
+
+from .._audit import JsonlFile
 
 audit_log = logging.getLogger("hotfix.audit")
 
@@ -23,17 +24,16 @@ class AuditSink:
     """Writes each record to ``hotfix.audit`` and to the configured target."""
 
     def __init__(self, target: AuditTarget = None) -> None:
-        self._lock = threading.Lock()
-        self._path: str | None = None
+        self._file: JsonlFile | None = None
         self._callback: Callable[[dict], Any] | None = None
         if callable(target):
             self._callback = target
         elif target is not None:
-            self._path = os.fspath(target)
+            self._file = JsonlFile(target)
 
     @property
     def path(self) -> str | None:
-        return self._path
+        return self._file.path if self._file is not None else None
 
     def __call__(self, record: dict) -> None:
         level = logging.WARNING if record.get("status", 200) in (401, 403) else logging.INFO
@@ -47,17 +47,11 @@ class AuditSink:
                 self._callback(dict(record))
             except Exception:  # noqa: BLE001 - an audit callback must not break the endpoint
                 audit_log.exception("audit callback failed")
-        if self._path is not None:
-            line = json.dumps(record, sort_keys=True, default=str) + "\n"
-            with self._lock:
-                try:
-                    fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                    try:
-                        os.write(fd, line.encode("utf-8"))
-                    finally:
-                        os.close(fd)
-                except OSError:
-                    audit_log.exception("cannot append to the audit file %s", self._path)
+        if self._file is not None:
+            try:
+                self._file.append(record, "request")
+            except OSError:
+                audit_log.exception("cannot append to the audit file %s", self._file.path)
 
 
 def printable(text: str, limit: int = 200) -> str:

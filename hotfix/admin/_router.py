@@ -106,6 +106,7 @@ class Router:
         max_body: int = MAX_BODY,
         probation: float | None = None,
         timeout: float | None = None,
+        check_timeout: float | None = None,
         server_url: str | None = None,
         metrics_public: bool = False,
     ) -> None:
@@ -121,6 +122,7 @@ class Router:
         self.max_body = max_body
         self.probation = probation
         self.timeout = timeout
+        self.check_timeout = check_timeout
         self.server_url = server_url
         self.started = time.time()
         self.token_source = "argument"
@@ -297,6 +299,8 @@ class Router:
             kwargs["probation"] = probation
         if timeout is not None:
             kwargs["timeout"] = timeout
+        if self.check_timeout is not None:
+            kwargs["check_timeout"] = self.check_timeout
         if "expect_sha256" in args:
             kwargs["expect_sha256"] = args["expect_sha256"]
         kwargs["actor"] = record["actor"]
@@ -425,6 +429,7 @@ def make_router(
     probation: float | None,
     timeout: float | None,
     max_body: int,
+    check_timeout: float | None = None,
     allowed_hosts: Iterable[str] | None = None,
     metrics_public: bool = False,
 ) -> tuple[Router, str | None]:
@@ -437,7 +442,7 @@ def make_router(
     try:
         router = Router(token=secret, policy=Scope.of(allowed_prefixes, allowed_roots), checks=checks,
                         audit=AuditSink(audit), max_body=max_body, probation=probation, timeout=timeout,
-                        metrics_public=metrics_public)
+                        metrics_public=metrics_public, check_timeout=check_timeout)
         _metrics.register_default()  # the app's prometheus_client registry shows hotfix's series
     except BaseException:
         if written:

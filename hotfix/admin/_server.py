@@ -411,6 +411,7 @@ def serve(
     checks: Mapping[str, Iterable[Check]] | None = None,
     probation: float | None = None,
     timeout: float | None = None,
+    check_timeout: float | None = None,
     max_body: int = MAX_BODY,
     metrics_public: bool = False,
     limits: EndpointLimits | None = None,
@@ -428,7 +429,8 @@ def serve(
     ``allowed_prefixes``/``allowed_roots``: which loaded modules may be touched
     (default: application code, i.e. not the standard library or site-packages).
     ``checks``: ``{"module": [callable, ...]}`` run after each apply of that module.
-    ``probation``/``timeout``: defaults for apply when the request gives none.
+    ``probation``/``timeout``: defaults for apply when the request gives none;
+    ``check_timeout``: seconds each server-side check may run (default 10) before the patch is rolled back.
     ``audit``: a JSONL file path or a callable receiving each audit record.
     ``metrics_public``: serve ``/hotfix/v1/metrics`` without the token (counts only, for a
     scraper that cannot hold it).
@@ -446,7 +448,7 @@ def serve(
         token_file = os.path.abspath(os.fspath(unix_socket)) + ".token"  # where `hotfix --socket` looks
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
-                                  timeout=timeout, max_body=max_body, metrics_public=metrics_public)
+                                  timeout=timeout, check_timeout=check_timeout, max_body=max_body, metrics_public=metrics_public)
     httpd: _TCPServer | _UnixServer | None = None
     try:
         if unix_socket is not None:

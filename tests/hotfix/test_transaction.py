@@ -64,7 +64,7 @@ def test_audit_log_records_every_step_with_patch_id(modules, tmp_path):
         hotfix.configure(audit_log=None)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     mine = [r for r in records if r["patch_id"] == patch.id]
-    assert [r["step"] for r in mine] == ["verified", "swapped", "applied", "rolled-back"]
+    assert [r["step"] for r in mine] == ["verified", "swapped", "applied", "rolling-back", "rolled-back"]
     assert mine[0]["actor"] == "test-suite" and mine[0]["verdicts"] == ["safe"]
     assert len(mine[0]["sha256"][0]) == 64
     assert any(r["step"] == "rejected" and r["outcome"] == "blocked" for r in records)
