@@ -186,20 +186,28 @@ def test_expected_exceptions_do_not_fail_probation(modules):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_uncaught_exception_in_a_thread_fails_probation_on_every_version(modules):
+def test_uncaught_exception_in_a_thread_fails_probation_on_every_version(modules, monkeypatch):
     m = modules.create("def job():\n    return 1\n")
     before = snapshot(m)
     modules.write(m, "def job():\n    return 1 // 0\n")
+    unhandled: list[BaseException | None] = []
+    # the application's own hook: probation chains to it (and the thread really dies unhandled)
+    monkeypatch.setattr(threading, "excepthook", lambda args: unhandled.append(args.exc_value))
+    threads: list[threading.Thread] = []
 
     def crash_in_thread():
         t = threading.Thread(target=m.job)
+        threads.append(t)
         t.start()
         t.join(10)
         return True
 
     with pytest.raises(hotfix.PatchRolledBack, match="ZeroDivisionError"):
         hotfix.apply(m, checks=[crash_in_thread], probation=10)
+    for t in threads:  # the rollback does not wait for the check; the test does, before its hook goes
+        t.join(10)
     assert_same(before, snapshot(m))
+    assert [type(e) for e in unhandled] == [ZeroDivisionError]
 
 
 def test_apply_rollback_cycles_do_not_grow_memory(modules):
