@@ -2,9 +2,9 @@
 
 Each host is an inventory host with ``ansible_connection: local`` and its own
 variables: its own copy of the application (``pricing.py``), its own service
-(two processes: a parent and a forked worker, each serving a hotfix endpoint
-in the host's socket directory and answering pricing requests on its own
-socket), and its own restart script. ``ansible-playbook`` from the venv runs
+under ``hotfix run`` with no hotfix code in it (two processes: a parent and a
+forked worker, each serving a hotfix endpoint in the host's socket directory
+and answering pricing requests on its own socket), and its own restart script. ``ansible-playbook`` from the venv runs
 ``ansible/deploy-hotfix.yml`` exactly as the README shows it, offline, with a
 private ANSIBLE_HOME and temp directories under tmp_path.
 """
@@ -30,6 +30,7 @@ from hotfix.admin import Client
 from tests.helpers import REPO
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+HOTFIX = Path(sys.executable).parent / "hotfix"
 PLAYBOOK = REPO / "ansible" / "deploy-hotfix.yml"
 COLLECTIONS = REPO / "ansible" / "collections"
 HOSTS = {"web1": "EUR", "web2": "JPY", "web3": "USD"}  # the second host prices in yen
@@ -100,37 +101,6 @@ with socketserver.UnixStreamServer(os.path.join(APP_SOCKETS, f"app-{os.getpid()}
     server.serve_forever()
 '''
 
-# What `hotfix run --socket-dir DIR --check checks:smoke -- python service.py` does; kept here
-# until that launcher is on main: install, serve this process's endpoint and every forked child's.
-BOOT = '''
-import importlib
-import os
-import runpy
-import sys
-
-import hotfix
-import hotfix.admin
-
-app, socket_dir, script = sys.argv[1:4]
-hotfix.install()
-servers = []
-
-
-def smoke():
-    return importlib.import_module("checks").smoke()
-
-
-def serve():
-    servers.append(hotfix.admin.serve_socket_dir(socket_dir, allowed_roots=[app], checks={"pricing": [smoke]}))
-
-
-os.register_at_fork(after_in_child=serve)
-serve()
-sys.argv = [script, *sys.argv[4:]]
-sys.path.insert(0, app)
-runpy.run_path(script, run_name="__main__")
-'''
-
 RESTART = '''#!/usr/bin/env bash
 # Restart this host's service: stop its process group, start it again, wait until both
 # processes serve their hotfix endpoint and their pricing socket.
@@ -143,8 +113,8 @@ if [[ -f "{home}/service.pid" ]]; then
   kill -KILL -- "-$pgid" 2>/dev/null
 fi
 rm -f "{sockets}"/*.sock "{app_sockets}"/*.sock
-setsid "{python}" "{home}/boot.py" "{app}" "{sockets}" service.py "{app_sockets}" \\
-    >>"{home}/service.log" 2>&1 </dev/null &
+setsid "{hotfix}" run --socket-dir "{sockets}" --root "{app}" --check pricing=checks:smoke \\
+    -- "{python}" service.py "{app_sockets}" >>"{home}/service.log" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"{home}/service.pid"
 for _ in $(seq 1200); do
@@ -289,14 +259,13 @@ def fleet(tmp_path, short_dir):
         (host.app / "checks.py").write_text(textwrap.dedent(CHECKS))
         (host.app / "service.py").write_text(textwrap.dedent(SERVICE))
         (host.app / "host.json").write_text(json.dumps({"currency": currency}))
-        (host.home / "boot.py").write_text(textwrap.dedent(BOOT))
         restart = host.home / "restart.sh"
         restart.write_text(RESTART.format(app=host.app, home=host.home, sockets=host.sockets,
-                                          app_sockets=host.app_sockets, python=sys.executable))
+                                          app_sockets=host.app_sockets, python=sys.executable, hotfix=HOTFIX))
         inventory["all"]["children"]["app"]["hosts"][name] = {
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
-            "hotfix_executable": str(Path(sys.executable).parent / "hotfix"),
+            "hotfix_executable": str(HOTFIX),
             "hotfix_dest": str(host.module_file),
             "hotfix_socket_dir": host.sockets,
             "hotfix_restart_command": f"bash {restart}",
@@ -335,9 +304,10 @@ def test_good_fix_rolled_out_host_by_host_then_nothing_to_do(fleet):
         host.assert_runs(V1, f"19 {host.currency}")
     pids = {h.name: h.pids() for h in fleet.hosts}
 
-    # check mode: a dry run everywhere, nothing written, nothing patched
-    rc, out, counts = fleet.playbook(V2, check=True)
+    # check mode (one host): a dry run, nothing written, nothing patched
+    rc, out, counts = fleet.playbook(V2, "--limit", "web1", check=True)
     assert rc == 0, out
+    assert list(counts) == ["web1"] and counts["web1"]["failed"] == 0, counts
     for host in fleet.hosts:
         host.assert_runs(V1, f"19 {host.currency}")
 

@@ -37,8 +37,10 @@ options:
         process sees on disk; never changed.
       - V(applied) rolls the file out to every process of the host, canary first, pinned to
         O(expect_sha256); changed only when a process was patched.
-      - V(rolled_back) undoes the host's last rollout in every process; changed only when something
-        was undone. Restore the previous file yourself (the disk is the source of truth).
+      - V(rolled_back) undoes the host's last rollout (C(hotfix rollout rollback): the last one
+        recorded in O(socket_dir), whatever its module) in every live process that runs it, processes
+        forked since included; changed only when something was undone. Restore the previous file
+        yourself: hotfix never writes source files, and until then the module shows as stale.
     type: str
     choices: [checked, applied, rolled_back]
     default: applied
@@ -70,7 +72,7 @@ options:
     description: Seconds to wait for each endpoint's answer.
     type: float
   reason:
-    description: Why (recorded in the audit trail when the installed hotfix accepts C(--reason)).
+    description: Why (a ticket id); every process records it in its audit trail with the operator.
     type: str
   token_file:
     description: File holding the endpoint token (default C(<socket_dir>/token)).
@@ -113,7 +115,7 @@ rc:
 reason:
   description: >-
     Why the task failed or could not proceed: unreachable, usage, sha256-mismatch, blocked, risky,
-    rolled-back, inconsistent, rejected, no-json; null on success.
+    rolled-back, inconsistent, not-converged, incomplete, rejected, no-json; null on success.
   type: str
   returned: always
 outcome:
@@ -141,10 +143,6 @@ cli:
   description: The CLI's whole JSON document.
   type: dict
   returned: when the CLI answered
-reason_recorded:
-  description: Whether the installed hotfix took the audit reason.
-  type: bool
-  returned: always
 """
 
 # the CLI's exit codes
@@ -170,7 +168,7 @@ class Hotfix:
 
     def base(self) -> list[str]:
         argv = [self.executable, "--json"]
-        for option, key in (("--token-file", "token_file"), ("--http-timeout", "http_timeout")):
+        for option, key in (("--token-file", "token_file"), ("--http-timeout", "http_timeout"), ("--reason", "reason")):
             if self.module.params[key] is not None:
                 argv += [option, str(self.module.params[key])]
         return argv
@@ -189,21 +187,17 @@ class Hotfix:
                                   reason="no-json", stdout=out, stderr=err, cmd=argv)
         return rc, doc
 
-    def accepts(self, words: list[str], option: str) -> bool:
-        """Whether this hotfix's ``WORDS --help`` lists OPTION (older versions lack some)."""
-        rc, out, _ = self.module.run_command([self.executable, *words, "--help"], check_rc=False)
-        return rc == 0 and option in out.split()
-
     def rollout(self, action: str, *extra: str) -> tuple[int, dict]:
         return self.run([*self.base(), "rollout", "--socket-dir", self.socket_dir, action, *extra])
 
 
 def disk_versions(doc: dict) -> set:
-    return {p.get("sha256") for p in answered(doc)}
+    """The sha256 of the file each answering process sees on disk."""
+    return {p.get("disk_sha256") for p in answered(doc)}
 
 
 def answered(doc: dict) -> list[dict]:
-    """Processes that gave a verdict (not stale sockets, not refusals)."""
+    """Processes that gave a verdict (not gone, not-loaded or refusing)."""
     return [p for p in doc.get("processes") or [] if p.get("verdict")]
 
 
@@ -221,7 +215,7 @@ def failure_reason(rc: int, doc: dict, expect: str | None) -> str:
     verdicts = {p.get("verdict") for p in answered(doc)}
     if "blocked" in verdicts:
         return "blocked"
-    if doc.get("outcome") in ("rolled-back", "inconsistent"):
+    if doc.get("outcome") in ("rolled-back", "inconsistent", "not-converged", "incomplete"):
         return doc["outcome"]
     if rc == EXIT_RISKY and "risky" in verdicts:
         return "risky"
@@ -232,7 +226,7 @@ def cli_message(doc: dict) -> str:
     return doc.get("message") or (doc.get("error") or {}).get("message") or ""
 
 
-def summary(hotfix: Hotfix, rc: int, doc: dict, expect: str | None, reason_recorded: bool) -> dict:
+def summary(hotfix: Hotfix, rc: int, doc: dict, expect: str | None) -> dict:
     procs = doc.get("processes") or []
     live = answered(doc)
     converged = bool(live) and all(p.get("verdict") == "unchanged" for p in live) and (
@@ -242,7 +236,7 @@ def summary(hotfix: Hotfix, rc: int, doc: dict, expect: str | None, reason_recor
     return {
         "rc": rc, "outcome": doc.get("outcome"), "sha256": doc.get("sha256"), "expect_sha256": expect,
         "converged": converged, "processes": procs, "cli": doc, "cmd": hotfix.ran,
-        "stderr": "".join(hotfix.stderr), "reason_recorded": reason_recorded,
+        "stderr": "".join(hotfix.stderr),
     }
 
 
@@ -266,7 +260,7 @@ def pinned_version(module: AnsibleModule) -> str | None:
 def check(module: AnsibleModule, hotfix: Hotfix, expect: str | None, predict: bool) -> None:
     """Dry run in every process; fail when the change could not be applied as asked."""
     rc, doc = hotfix.rollout("dry-run", hotfix.name)
-    result = summary(hotfix, rc, doc, expect, False)
+    result = summary(hotfix, rc, doc, expect)
     live = answered(doc)
     would_change = any(p.get("verdict") in CHANGING_VERDICTS for p in live)
     ok = rc == EXIT_OK or (rc == EXIT_RISKY and module.params["allow_risky"])
@@ -305,11 +299,8 @@ def apply(module: AnsibleModule, hotfix: Hotfix, expect: str | None) -> None:
     for key in ("probation", "timeout"):
         if params[key] is not None:
             extra += [f"--{key}", str(params[key])]
-    recorded = bool(params["reason"]) and hotfix.accepts(["rollout", "--socket-dir", "-", "apply"], "--reason")
-    if recorded:
-        extra += ["--reason", params["reason"]]
     rc, doc = hotfix.rollout("apply", *extra)
-    result = summary(hotfix, rc, doc, expect, recorded)
+    result = summary(hotfix, rc, doc, expect)
     if rc != EXIT_OK:
         reason = failure_reason(rc, doc, expect)
         module.fail_json(msg=f"{hotfix.name} in {hotfix.socket_dir}: {cli_message(doc)} (hotfix exit {rc})",
@@ -320,52 +311,20 @@ def apply(module: AnsibleModule, hotfix: Hotfix, expect: str | None) -> None:
 
 
 def roll_back(module: AnsibleModule, hotfix: Hotfix) -> None:
-    """Undo the newest patch of the module in effect in every live process of the host."""
-    reason = module.params["reason"]
-    recorded = False
-    undone: list[dict] = []
-    failures: list[dict] = []
-    for name in sorted(os.listdir(hotfix.socket_dir)):
-        stem, ext = os.path.splitext(name)
-        if ext != ".sock" or not stem.isdigit() or not pid_alive(int(stem)):
-            continue
-        sock = ["--socket", os.path.join(hotfix.socket_dir, name)]
-        rc, status = hotfix.run([*hotfix.base(), *sock, "status"])
-        if rc != EXIT_OK:
-            failures.append({"pid": int(stem), "rc": rc, "message": cli_message(status)})
-            continue
-        in_effect = [p for p in (status.get("result") or {}).get("patches") or []
-                     if p.get("in_effect") and hotfix.name in (p.get("modules") or [])]
-        if not in_effect:
-            continue
-        patch_id = in_effect[-1]["id"]
-        argv = [*hotfix.base(), *sock, "rollback", patch_id]
-        if reason and hotfix.accepts(["rollback"], "--reason"):
-            argv += ["--reason", reason]
-            recorded = True
-        rc, body = hotfix.run(argv)
-        entry = {"pid": int(stem), "patch_id": patch_id, "rc": rc, "outcome": "rolled-back" if rc == EXIT_OK else "rollback-failed",
-                 "message": cli_message(body) or ((body.get("result") or {}).get("message") or "")}
-        (undone if rc == EXIT_OK else failures).append(entry)
-    result = {"processes": undone + failures, "cmd": hotfix.ran, "stderr": "".join(hotfix.stderr),
-              "reason_recorded": recorded, "sha256": None, "expect_sha256": None, "converged": not failures}
-    if failures:
-        rc = max(f["rc"] for f in failures)
-        module.fail_json(msg=f"{hotfix.name} in {hotfix.socket_dir}: {len(failures)} process(es) could not be "
-                         f"rolled back; restart them", rc=rc, reason="inconsistent" if undone else "rejected",
-                         outcome="inconsistent" if undone else "aborted", **result)
-    module.exit_json(changed=bool(undone), rc=EXIT_OK, reason=None, outcome="rolled-back" if undone else "unchanged",
-                     msg=f"{len(undone)} process(es) rolled back", **result)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Undo the host's last rollout in every live process that runs it (``hotfix rollout rollback``)."""
+    rc, doc = hotfix.rollout("rollback")
+    result = summary(hotfix, rc, doc, None)
+    result["converged"] = doc.get("converged") is True
+    if rc == EXIT_USAGE and doc.get("outcome") == "aborted" and not doc.get("processes"):
+        # no rollout recorded in this socket directory: nothing to undo
+        module.exit_json(changed=False, reason=None, msg=cli_message(doc), **result)
+    if rc != EXIT_OK:
+        module.fail_json(msg=f"{hotfix.name} in {hotfix.socket_dir}: {cli_message(doc)} (hotfix exit {rc})",
+                         reason=failure_reason(rc, doc, None), **{k: v for k, v in result.items() if k != "rc"}, rc=rc)
+    if doc.get("module") not in (None, hotfix.name):
+        module.warn(f"the last rollout in {hotfix.socket_dir} was of {doc.get('module')}, not {hotfix.name}")
+    changed = any(p.get("outcome") == "rolled-back" for p in doc.get("processes") or [])
+    module.exit_json(changed=changed, reason=None, msg=cli_message(doc), **result)
 
 
 def main() -> None:
