@@ -189,7 +189,10 @@ def install(*, code_cache: str | os.PathLike[str] | None = None, prefixes: Itera
     through their live code objects (see the README).
     """
     global _scope
-    from ._scope import Scope  # not at the top: hotfix._scope reads baselines from here
+    # not at the top: hotfix._scope reads baselines from here
+    from ._scope import Scope, system_directories
+
+    system_directories()  # before the finder is in place (see hotfix._scope._installation_directories)
 
     if code_cache is not None:
         set_code_cache(code_cache)

@@ -131,12 +131,21 @@ def system_directories() -> tuple[str, ...]:
     return _system_directories(tuple(sys.path))
 
 
-@functools.lru_cache(maxsize=8)  # keyed by sys.path, which rarely changes
-def _system_directories(search_path: tuple[str, ...]) -> tuple[str, ...]:
+@functools.cache
+def _installation_directories() -> tuple[str, ...]:
+    """The interpreter's own directories: computed once. ``install()`` asks before its finder is in
+    place: the first ``sysconfig`` use imports ``_sysconfigdata_*``, and a finder that asked
+    ``sysconfig`` again from inside that import would see it half initialised (3.13 raises)."""
     dirs: set[str] = set()
     for scheme_vars in (None, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
         paths = sysconfig.get_paths(vars=scheme_vars) if scheme_vars else sysconfig.get_paths()
         dirs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+    return tuple(dirs)
+
+
+@functools.lru_cache(maxsize=8)  # keyed by sys.path, which rarely changes
+def _system_directories(search_path: tuple[str, ...]) -> tuple[str, ...]:
+    dirs: set[str] = set(_installation_directories())
     getsitepackages = getattr(site, "getsitepackages", None)  # missing in some embedded builds
     if getsitepackages is not None:
         dirs.update(getsitepackages())

@@ -56,3 +56,10 @@ def test_everything_else_loads_on_first_use():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.split() == ["False", "True", "True", "True", "True"], proc.stdout + proc.stderr
+
+
+def test_install_before_the_first_sysconfig_use():
+    """The finder must not ask sysconfig while sysconfig imports its data module (3.13 raised)."""
+    code = "import hotfix; hotfix.install(); import sysconfig; print(sorted(sysconfig.get_paths()) != [])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stdout + proc.stderr
