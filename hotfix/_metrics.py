@@ -282,7 +282,7 @@ class _Collector:
         return iter(())  # no describe(): the registry calls collect() only when scraped
 
 
-_registered: object | None = None
+_registered: object | None = None  # the collector, or False when prometheus_client is not installed
 
 
 def register_default() -> bool:
@@ -290,10 +290,11 @@ def register_default() -> bool:
     global _registered
     with _lock:
         if _registered is not None:
-            return True
+            return _registered is not False
         try:
             from prometheus_client import REGISTRY
         except ImportError:
+            _registered = False
             return False
         collector = _Collector()
         REGISTRY.register(collector)

@@ -93,6 +93,7 @@ def _span(name: str) -> Iterator[Any]:
 
 def _ended(span_name: str, span: Any, result: Any, exc: BaseException | None) -> None:
     _metrics.set_in_probation(False)
+    _metrics.register_default()  # an app's prometheus_client registry shows hotfix's series from now on
     outcome, reason = _outcome(span_name, result, exc)
     if span_name == "hotfix.apply":
         _metrics.record_outcome(outcome, reason)

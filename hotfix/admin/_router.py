@@ -133,11 +133,15 @@ class Router:
 
     def handle(self, request: Request) -> Response:
         """Answer one request. Never raises."""
+        # The caller's W3C trace context, if any, is current for the request and its audit record.
+        with _tracing.continue_trace(_traceparent(request.headers)):
+            return self._handle(request)
+
+    def _handle(self, request: Request) -> Response:
         start = time.perf_counter()
         record: dict[str, Any] = {"module": None, "outcome": None, "patch_id": None, "route": None}
         try:
-            with _tracing.continue_trace(_traceparent(request.headers)):
-                response = self._dispatch(request, record)
+            response = self._dispatch(request, record)
         except _Fail as f:
             response = self._error(f)
         except Exception:  # noqa: BLE001 - the endpoint answers 500 and keeps serving

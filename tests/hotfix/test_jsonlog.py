@@ -68,6 +68,23 @@ def test_admin_audit_records_carry_module_outcome_and_patch_id(modules, json_lin
     hotfix.rollback()
 
 
+def test_the_request_audit_record_carries_the_callers_trace(modules, json_lines):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    server = hotfix.admin.serve(token=TOKEN, allowed_roots=[modules.dir])
+    try:
+        client = hotfix.admin.Client(server.url, token=TOKEN, headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+        assert client.status().status == 200
+    finally:
+        server.close()
+    [doc] = [d for d in json_lines() if d["logger"] == "hotfix.audit" and d.get("route") == "status"]
+    assert doc["trace_id"] == trace_id and doc["span_id"] == parent
+
+
 def test_trace_ids_and_exceptions_are_fields():
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
