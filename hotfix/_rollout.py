@@ -75,6 +75,7 @@ class ProcessResult:
     verdict: str | None = None
     sha256: str | None = None
     disk_sha256: str | None = None
+    previous_sha256: str | None = None  # what it ran before this rollout patched it
     patch_id: str | None = None
     http_status: int | None = None
     message: str = ""
@@ -358,7 +359,7 @@ def _apply_one(fleet: _Fleet, proc: ProcessResult, module: str, fields: dict, re
         patch = body.get("patch") or {}
         proc.outcome = body.get("outcome", "applied")
         proc.patch_id = patch.get("id")
-        proc.sha256 = fields.get("expect_sha256")
+        proc.previous_sha256, proc.sha256 = proc.sha256, fields.get("expect_sha256")
         proc.message = (f"paused {patch.get('stall_seconds', 0):.6f}s, "
                         f"probation {patch.get('probation_seconds', 0):.2f}s passed")
         report(proc)
@@ -532,7 +533,9 @@ def status(socket_dir: str, module: str | None, *, token: str | None, http_timeo
 
 
 def _write_record(socket_dir: str, module: str, sha: str, patched: list[ProcessResult]) -> None:
+    previous = {p.previous_sha256 for p in patched}
     record = {"module": module, "sha256": sha, "at": time.time(),
+              "previous_sha256": previous.pop() if len(previous) == 1 else None,
               "patches": {str(p.pid): p.patch_id for p in patched}}
     fd, tmp = tempfile.mkstemp(prefix=".rollout-", dir=socket_dir)
     try:
@@ -587,7 +590,7 @@ def rollback(socket_dir: str, *, token: str | None, http_timeout: float = 300.0,
             described.append((proc, entries))
         described.sort(key=lambda item: (item[0].role != "fork-source", item[0].pid))  # no child born patched
         for proc, entries in described:
-            _rollback_one(fleet, proc, module, sha, entries, timeout)
+            _rollback_one(fleet, proc, module, sha, entries, timeout, record.get("previous_sha256"))
             report(proc)
     failed = [p for p in result.processes if p.outcome in ("unreachable", "rollback-failed", "still-running")]
     undone = sum(1 for p in result.processes if p.outcome == "rolled-back")
@@ -601,15 +604,14 @@ def rollback(socket_dir: str, *, token: str | None, http_timeout: float = 300.0,
                    "restore the previous file (or deploy a fixed one): until then status shows it stale")
 
 
-def _rollback_one(fleet: _Fleet, proc: ProcessResult, module: str, sha: str, entries: list, timeout: float | None) -> None:
+def _rollback_one(fleet: _Fleet, proc: ProcessResult, module: str, sha: str, entries: list, timeout: float | None,
+                  previous: str | None) -> None:
     undone = {e.get("patch_id") for e in entries if e.get("kind") == "rollback"}
     mine = [e for e in entries if e.get("kind") == "patch" and e.get("status") == "applied"
             and e.get("id") not in undone and module in (e.get("modules") or []) and sha in (e.get("sha256") or [])]
     if not mine:
         if proc.sha256 == sha:
-            proc.outcome = "still-running"
-            proc.message = ("imported the rolled-out file itself (no patch to undo): restore the previous file, "
-                            "then `hotfix rollout apply`, or restart this process")
+            _adopt_restored_file(fleet, proc, module, previous, timeout)
         elif proc.sha256 is None:
             proc.outcome, proc.message = "not-loaded", f"has not imported {module}"
         else:
@@ -634,6 +636,35 @@ def _rollback_one(fleet: _Fleet, proc: ProcessResult, module: str, sha: str, ent
     else:
         proc.outcome, proc.exit_code = "rollback-failed", reply_exit_code("rollback", reply)
         proc.message = reply.body.get("message", "")
+
+
+def _adopt_restored_file(fleet: _Fleet, proc: ProcessResult, module: str, previous: str | None,
+                         timeout: float | None) -> None:
+    """A process that imported the rolled-out file itself has no patch to undo: once the operator
+    has restored the previous file, applying that file is its rollback."""
+    proc.outcome = "still-running"
+    proc.message = ("imported the rolled-out file itself (no patch to undo): restore the previous file and run "
+                    "rollback again, or restart this process")
+    if previous is None:
+        return
+    try:
+        reply = fleet.call(proc, lambda c: c.dry_run(module))
+        disk = (((reply.body.get("report") or {}).get("source") or {}).get("disk") or {}).get("sha256")
+        if reply.status != 200 or disk != previous or reply.body.get("outcome") != "safe":
+            return  # a risky or blocked way back is the operator's call: `rollout apply --allow-risky`
+        fields = {"expect_sha256": previous, "timeout": timeout}
+        reply = fleet.call(proc, lambda c: c.apply(module, http_timeout=fleet.http_timeout, **fields),
+                           timeout=fleet.http_timeout, retry=False)
+    except _Gone:
+        proc.outcome, proc.message = "gone", "exited during the rollback"
+        return
+    except Unreachable as exc:
+        proc.outcome, proc.message, proc.exit_code = "unreachable", str(exc), EXIT_UNREACHABLE
+        return
+    if reply.status == 200:
+        proc.patch_id = (reply.body.get("patch") or {}).get("id")
+        proc.outcome, proc.sha256 = "rolled-back", previous
+        proc.message = "imported the rolled-out file; now runs the restored previous file"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -94,3 +94,46 @@ def test_gunicorn_sync_preload(tmp_path, short_dir):
         assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hello world"}
     finally:
         service.close()
+
+
+def test_gunicorn_gthread_max_requests(tmp_path, short_dir):
+    """Workers are replaced under load (``--max-requests``) and import the file on disk: no preload."""
+    service, http = start(tmp_path, short_dir, "--worker-class", "gthread", "--threads", "4",
+                          "--max-requests", "1000", "--max-requests-jitter", "100")
+    try:
+        sockets = service.socket_dir
+        service.wait_for("2 workers with greeting loaded", loaded(sockets, "greeting", 2))
+        code, doc = rollout("--socket-dir", sockets, "status", "greeting")
+        master = [p for p in doc["processes"] if p["pid"] == service.proc.pid]
+        assert master and master[0]["outcome"] == "not-loaded"  # no --preload: the master never imports the app
+
+        (service.cwd / "greeting.py").write_text(GOOD)
+        with Load(lambda: greeting_of(http)) as load:
+            service.wait_for("some load", lambda: len(load.results) > 10)
+            code, doc = rollout("--socket-dir", sockets, "apply", "greeting", "--probation", "0")
+            service.wait_for("workers replaced", lambda: len(load.results) > 2500)
+        outcomes = {p["outcome"] for p in doc["processes"]}
+        # under this churn a worker may be replaced (and import the new file) before it is patched
+        assert code == 0 and doc["outcome"] in ("applied", "unchanged") and doc["converged"], [
+            (p["pid"], p["role"], p["outcome"], p["message"]) for p in doc["processes"]]
+        assert outcomes <= {"applied", "unchanged", "gone", "not-loaded"}, doc
+        assert doc["canary"] != service.proc.pid
+        assert not load.errors and not load.failed(), (load.errors[:3], load.failed()[:3])
+        pids = {r[2]["pid"] for r in load.results}
+        assert len(pids) > 2, "no worker was replaced under load"
+        assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hi world"}
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
+
+        # undo: the operator restores the file; patched workers undo their patch, workers that
+        # imported the new file adopt the restored one
+        (service.cwd / "greeting.py").write_text((EXAMPLES / "wsgi_service" / "greeting.py").read_text())
+        for _ in range(2200):  # replace the workers after the rollout (they import the restored file)
+            unix_get(http)
+        code, doc = rollout("--socket-dir", sockets, "rollback")
+        assert code == 0 and doc["outcome"] in ("rolled-back", "unchanged"), doc
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
+        assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hello world"}
+    finally:
+        service.close()
