@@ -1,0 +1,5 @@
+"""The application code a rollout patches."""
+
+
+def greet(name: str) -> str:
+    return f"Hello {name}"

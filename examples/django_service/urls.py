@@ -1,0 +1,4 @@
+import views
+from django.urls import path
+
+urlpatterns = [path("", views.hello)]

@@ -1,0 +1,80 @@
+"""FastAPI under ``uvicorn --workers 2`` through ``hotfix run``, no application changes.
+
+uvicorn's supervisor starts its workers with multiprocessing's *spawn*: each
+is a fresh interpreter that bootstraps hotfix from ``PYTHONPATH``. The
+supervisor never imports the app: it is ``not-loaded`` and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.helpers import EXAMPLES
+
+from .service_helpers import Load, Service, copy_example, hotfix_run, loaded, rollout, unix_get
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+GOOD = 'def greet(name: str) -> str:\n    return f"Hi {name}"\n'
+BAD = 'def greet(name: str) -> str:\n    raise RuntimeError("regression")\n'
+
+
+def test_uvicorn_workers(tmp_path, short_dir):
+    app = copy_example(EXAMPLES / "asgi_service", tmp_path / "app")
+    sockets = short_dir("hfsu-")
+    http = os.path.join(short_dir("hfuh-"), "u.sock")
+    argv = [*hotfix_run(sockets, "--check", "greeting=checks:smoke", "--probation", "0.3"),
+            "uvicorn", "--uds", http, "--workers", "2", "--log-level", "warning", "app:app"]
+    service = Service(argv, app, tmp_path / "uvicorn.log", sockets)
+    try:
+        service.wait_for("2 workers with greeting loaded", loaded(sockets, "greeting", 2))
+        code, doc = rollout("--socket-dir", sockets, "status", "greeting")
+        supervisor = [p for p in doc["processes"] if p["pid"] == service.proc.pid]
+        assert supervisor and supervisor[0]["outcome"] == "not-loaded", doc
+        assert (code, doc["converged"]) == (0, True), doc
+
+        (app / "greeting.py").write_text(GOOD)
+        with Load(lambda: unix_get(http)) as load:
+            service.wait_for("some load", lambda: len(load.results) > 20)
+            code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
+            service.wait_for("more load", lambda: len(load.results) > 60)
+        assert (code, doc["outcome"], doc["converged"]) == (0, "applied", True), doc
+        assert [p["outcome"] for p in doc["processes"] if p["pid"] == service.proc.pid] == ["not-loaded"]
+        assert doc["canary"] != service.proc.pid
+        assert not load.errors and not load.failed(), (load.errors[:3], load.failed()[:3])
+        assert load.results[-1][2]["greeting"] == "Hi world"
+
+        # a bad patch: only the canary fails, only during its check
+        (app / "greeting.py").write_text(BAD)
+        with Load(lambda: unix_get(http)) as load:
+            service.wait_for("some load", lambda: len(load.results) > 20)
+            code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
+            service.wait_for("more load", lambda: len(load.results) > 60)
+        assert (code, doc["outcome"]) == (1, "rolled-back"), doc
+        assert {r[2]["pid"] for r in load.failed()} <= {doc["canary"]}
+        assert load.results[-1][1] == 200 and not load.errors
+        (app / "greeting.py").write_text(GOOD)  # the operator deploys the good file again
+
+        # a replaced worker (spawned afresh) imports the file on disk: the patched version
+        patched = [p["pid"] for p in doc["processes"] if p["role"] in ("worker", "canary")]
+        os.kill(patched[0], signal.SIGKILL)
+        service.wait_for("a replacement worker", lambda: (d := loaded(sockets, "greeting", 2)()) and any(
+            p["sha256"] and p["pid"] not in patched and p["pid"] != service.proc.pid for p in d["processes"]))
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
+        assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hi world"}
+
+        # rollback: the patched worker undoes its patch; the replacement imported the new file and
+        # adopts the restored one
+        (app / "greeting.py").write_text((EXAMPLES / "asgi_service" / "greeting.py").read_text())
+        code, doc = rollout("--socket-dir", sockets, "rollback")
+        assert (code, doc["outcome"]) == (0, "rolled-back"), doc
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
+        assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hello world"}
+    finally:
+        service.close()
