@@ -119,6 +119,12 @@ def get_baseline(name: str) -> Baseline | None:
         return _baselines.get(name)
 
 
+def baselines() -> dict[str, Baseline]:
+    """A snapshot of every recorded baseline, by module name."""
+    with _lock:
+        return dict(_baselines)
+
+
 def set_baseline(name: str, baseline: Baseline | None) -> None:
     with _lock:
         if baseline is None:

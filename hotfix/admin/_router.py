@@ -24,7 +24,7 @@ import safepoints
 from verification import Report
 
 from .. import _metrics, _tracing
-from .._baseline import get_baseline
+from .._baseline import baselines
 from .._outcomes import Reason, State, answer
 from .._run._process import process_info
 from .._scope import Scope, stale_modules
@@ -361,11 +361,11 @@ class Router:
     def running_sha256(self) -> dict[str, str]:
         """sha256 of the source each allowed module with a baseline runs (for ``hotfix rollout status``)."""
         out = {}
-        for name, module in list(sys.modules.items()):
-            baseline = get_baseline(name)
-            if baseline is not None and module is not None and self.policy.allows_module(name, module):
+        for name, baseline in sorted(baselines().items()):
+            module = sys.modules.get(name)
+            if module is not None and self.policy.allows_module(name, module):
                 out[name] = baseline.state.sha256
-        return dict(sorted(out.items()))
+        return out
 
     def stale_modules(self) -> list[dict]:
         """Allowed modules whose file on disk differs from the version running (see ``hotfix._scope``)."""

@@ -80,6 +80,8 @@ class Service:
             except ProcessLookupError:
                 pass
         self._log.close()
+        # pytest shows captured output only for a failed test: the service's log then
+        print(f"---- {self.log_path.name} (last lines) ----\n{self.log()}")
 
 
 def rollout(*argv: str) -> tuple[int, dict]:
@@ -199,3 +201,15 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def answers(http: str) -> Callable[[], bool]:
+    """Predicate: the service answers HTTP on its Unix socket (servers may bind before they listen)."""
+
+    def check() -> bool:
+        try:
+            return unix_get(http)[0] == 200
+        except OSError:
+            return False
+
+    return check

@@ -13,7 +13,15 @@ import pytest
 
 from tests.helpers import EXAMPLES
 
-from .service_helpers import Load, Service, copy_example, hotfix_run, loaded, rollout, unix_get
+from .service_helpers import (
+    Load,
+    Service,
+    copy_example,
+    hotfix_run,
+    loaded,
+    rollout,
+    unix_get,
+)
 
 pytest.importorskip("django")
 pytest.importorskip("gunicorn")

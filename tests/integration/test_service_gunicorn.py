@@ -16,7 +16,16 @@ import pytest
 
 from tests.helpers import EXAMPLES
 
-from .service_helpers import Load, Service, copy_example, hotfix_run, loaded, rollout, unix_get
+from .service_helpers import (
+    Load,
+    Service,
+    answers,
+    copy_example,
+    hotfix_run,
+    loaded,
+    rollout,
+    unix_get,
+)
 
 pytest.importorskip("gunicorn")
 
@@ -44,6 +53,7 @@ def test_gunicorn_sync_preload(tmp_path, short_dir):
     try:
         sockets = service.socket_dir
         service.wait_for("master and 2 workers with greeting loaded", loaded(sockets, "greeting", 3))
+        service.wait_for("HTTP answers", answers(http))
         code, doc = rollout("--socket-dir", sockets, "status", "greeting")
         assert (code, doc["converged"]) == (0, True), doc
         master = [p for p in doc["processes"] if p["role"] == "fork-source"]
@@ -103,6 +113,7 @@ def test_gunicorn_gthread_max_requests(tmp_path, short_dir):
     try:
         sockets = service.socket_dir
         service.wait_for("2 workers with greeting loaded", loaded(sockets, "greeting", 2))
+        service.wait_for("HTTP answers", answers(http))
         code, doc = rollout("--socket-dir", sockets, "status", "greeting")
         master = [p for p in doc["processes"] if p["pid"] == service.proc.pid]
         assert master and master[0]["outcome"] == "not-loaded"  # no --preload: the master never imports the app

@@ -14,7 +14,16 @@ import pytest
 
 from tests.helpers import EXAMPLES
 
-from .service_helpers import Load, Service, copy_example, hotfix_run, loaded, rollout, unix_get
+from .service_helpers import (
+    Load,
+    Service,
+    answers,
+    copy_example,
+    hotfix_run,
+    loaded,
+    rollout,
+    unix_get,
+)
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -32,6 +41,7 @@ def test_uvicorn_workers(tmp_path, short_dir):
     service = Service(argv, app, tmp_path / "uvicorn.log", sockets)
     try:
         service.wait_for("2 workers with greeting loaded", loaded(sockets, "greeting", 2))
+        service.wait_for("HTTP answers", answers(http))
         code, doc = rollout("--socket-dir", sockets, "status", "greeting")
         supervisor = [p for p in doc["processes"] if p["pid"] == service.proc.pid]
         assert supervisor and supervisor[0]["outcome"] == "not-loaded", doc
