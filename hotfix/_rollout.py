@@ -57,7 +57,7 @@ from .admin._server import pid_alive
 
 RECORD_NAME = "last-rollout.json"
 #: How often to retry a live process whose endpoint does not answer (it may be starting).
-CONNECT_RETRIES = 3
+CONNECT_RETRIES = 5
 
 
 @attrs.define
@@ -157,7 +157,7 @@ class _Fleet:
                     raise _Gone() from None
                 if attempt == attempts - 1:
                     raise
-                time.sleep(0.3 * (attempt + 1))  # a process just forked may not serve yet
+                time.sleep(0.2 * (attempt + 1))  # a process just forked may not serve yet (~2 s in all)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def describe(self, proc: ProcessResult, module: str | None) -> dict:
