@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from ._audit import AuditTarget
 from ._router import Check, Request, Response, Router, make_router
 from ._routes import MAX_BODY
+from ._siblings import annotate, guard
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -23,10 +24,13 @@ class ASGIApp:
     safepoints worker, has to park for the swap).
     """
 
-    def __init__(self, router: Router, token_file: str | None) -> None:
+    def __init__(self, router: Router, token_file: str | None, allow_single_process: bool = False,
+                 socket_dir: str | None = None) -> None:
         self.router = router
         self.token = router._token
         self.token_file = token_file
+        self.allow_single_process = allow_single_process
+        self.socket_dir = socket_dir
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -79,8 +83,13 @@ class ASGIApp:
             if not message.get("more_body", False):
                 break
         request = Request(method, path, headers, b"".join(chunks), remote, "asgi")
-        response = await asyncio.get_running_loop().run_in_executor(None, router.handle, request)
-        await self._send(send, response)
+        loop = asyncio.get_running_loop()
+        refused = await loop.run_in_executor(None, guard, router, request, self.allow_single_process, self.socket_dir)
+        if refused is not None:  # one worker of a multi-process server: it would patch itself only
+            await self._send(send, refused)
+            return
+        response = await loop.run_in_executor(None, router.handle, request)
+        await self._send(send, annotate(response, request, self.socket_dir))
 
     @staticmethod
     async def _send(send: Send, response: Response) -> None:
@@ -104,12 +113,14 @@ def asgi_app(
     check_timeout: float | None = None,
     max_body: int = MAX_BODY,
     metrics_public: bool = False,
+    allow_single_process: bool = False,
+    socket_dir: str | os.PathLike | None = None,
 ) -> ASGIApp:
     """The admin routes as an ASGI app (``.token``, ``.token_file``); same options as ``wsgi_app``."""
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
                                   timeout=timeout, check_timeout=check_timeout, max_body=max_body, allowed_hosts=allowed_hosts,
                                   metrics_public=metrics_public)
-    return ASGIApp(router, written)
+    return ASGIApp(router, written, allow_single_process, os.fspath(socket_dir) if socket_dir else None)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ._audit import AuditTarget
 from ._router import Check, Request, Response, Router, make_router
 from ._routes import MAX_BODY
+from ._siblings import annotate, guard
 
 StartResponse = Callable[..., Any]
 
@@ -24,10 +25,13 @@ def _status_line(status: int) -> str:
 class WSGIApp:
     """A WSGI callable serving the admin routes; ``token``/``token_file`` as for ``serve``."""
 
-    def __init__(self, router: Router, token_file: str | None) -> None:
+    def __init__(self, router: Router, token_file: str | None, allow_single_process: bool = False,
+                 socket_dir: str | None = None) -> None:
         self.router = router
         self.token = router._token
         self.token_file = token_file
+        self.allow_single_process = allow_single_process
+        self.socket_dir = socket_dir
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         router = self.router
@@ -55,7 +59,11 @@ class WSGIApp:
             body = stream.read(router.max_body + 1)  # chunked: the server tells us where it ends
         else:
             body = b""
-        return self._send(start_response, router.handle(Request(method, path, headers, body, remote, "wsgi")))
+        request = Request(method, path, headers, body, remote, "wsgi")
+        refused = guard(router, request, self.allow_single_process, self.socket_dir)
+        if refused is not None:  # one worker of a multi-process server: it would patch itself only
+            return self._send(start_response, refused)
+        return self._send(start_response, annotate(router.handle(request), request, self.socket_dir))
 
     @staticmethod
     def _send(start_response: StartResponse, response: Response) -> list[bytes]:
@@ -78,6 +86,8 @@ def wsgi_app(
     check_timeout: float | None = None,
     max_body: int = MAX_BODY,
     metrics_public: bool = False,
+    allow_single_process: bool = False,
+    socket_dir: str | os.PathLike | None = None,
 ) -> WSGIApp:
     """The admin routes as a WSGI app (``.token``, ``.token_file``). Mount it, e.g. at ``/ops``.
 
@@ -85,9 +95,15 @@ def wsgi_app(
     TLS apply; ``allowed_hosts`` adds a Host header check (off by default).
     Apply is synchronous: give the hosting server a thread that may block for
     the probation window.
+
+    In a multi-process server the app answers from one worker: apply and
+    rollback are refused (409, ``reason: siblings``) when sibling processes
+    are found (``socket_dir`` or ``HOTFIX_SOCKET_DIR``, or the process tree),
+    unless ``allow_single_process=True``; then the answer's ``scope`` names
+    the one process changed and its siblings. Use ``hotfix rollout`` instead.
     """
     router, written = make_router(token=token, token_file=token_file, allowed_prefixes=allowed_prefixes,
                                   allowed_roots=allowed_roots, audit=audit, checks=checks, probation=probation,
                                   timeout=timeout, check_timeout=check_timeout, max_body=max_body, allowed_hosts=allowed_hosts,
                                   metrics_public=metrics_public)
-    return WSGIApp(router, written)
+    return WSGIApp(router, written, allow_single_process, os.fspath(socket_dir) if socket_dir else None)
