@@ -213,6 +213,18 @@ class Fleet:
         return done.returncode, output, counts
 
 
+    def module(self, host: str, **args: object) -> tuple[str, dict]:
+        """Run hotfix.ops.hotfix_patch ad hoc on one host: (status word, the module's result)."""
+        argv = [str(ANSIBLE_PLAYBOOK.with_name("ansible")), host, "-i", str(self.tmp / "inventory.yml"),
+                "-m", "hotfix.ops.hotfix_patch", "-a", json.dumps(args), "-o"]
+        done = subprocess.run(argv, cwd=self.tmp, env=ansible_env(self.tmp), capture_output=True, text=True,
+                              timeout=300)
+        print(f"$ {' '.join(argv)}\n(exit {done.returncode})\n{done.stdout}\n{done.stderr}")
+        match = re.search(r"^\S+ \| (\w+)!? => (\{.*\})$", done.stdout, re.M)
+        assert match, done.stdout + done.stderr
+        return match[1], json.loads(match[2])
+
+
 def ansible_env(tmp: Path) -> dict[str, str]:
     """Offline, private, quiet: nothing from ~/.ansible, /etc/ansible or the operator's environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "HOTFIX_"))}
@@ -348,6 +360,18 @@ def test_check_failing_on_the_second_host_rolls_back_the_first_and_spares_the_th
     # web3 untouched, its file not even rewritten
     web3.assert_runs(V1, "19 USD")
     assert web3.module_file.stat().st_mtime_ns == web3_stat.st_mtime_ns
+    assert set(map(tuple, web3.history().values())) == {()}
+
+    # the module's failures carry a typed reason and the CLI's exit code; nothing changes
+    status, result = fleet.module("web3", module="pricing", socket_dir=web3.sockets, expect_sha256="0" * 64,
+                                  executable=str(HOTFIX), probation=0)
+    assert (status, result["reason"], result["rc"], result["outcome"]) == ("FAILED", "sha256-mismatch", 3, "aborted")
+    status, result = fleet.module("web3", module="pricing", socket_dir=web3.sockets, state="rolled_back",
+                                  executable=str(HOTFIX))
+    assert (status, result["changed"]) == ("SUCCESS", False), result  # no rollout to undo on web3
+    status, result = fleet.module("web3", module="pricing", socket_dir=web3.sockets + "-gone", executable=str(HOTFIX))
+    assert (status, result["reason"], result["rc"]) == ("FAILED", "unreachable", 4)
+    web3.assert_runs(V1, "19 USD")
     assert set(map(tuple, web3.history().values())) == {()}
 
     # the other policy: keep the hosts already patched

@@ -109,7 +109,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 rc:
-  description: Exit code of the hotfix command (0 ok, 1 risky or rolled back, 2 usage, 3 blocked or rejected, 4 unreachable).
+  description: >-
+    When the task failed, the exit code of the hotfix command (1 risky, rolled back or not converged,
+    2 usage, 3 blocked or rejected, 4 unreachable); 0 when it succeeded (the command's own code is in
+    RV(cli.exit_code)).
   type: int
   returned: always
 reason:
@@ -285,6 +288,7 @@ def check(module: AnsibleModule, hotfix: Hotfix, expect: str | None, predict: bo
         module.fail_json(msg=f"{hotfix.name} in {hotfix.socket_dir}: {message} (hotfix exit {rc})", reason=reason,
                          **{k: v for k, v in result.items() if k != "rc"}, rc=rc)
     verdicts = {str(p.get("pid")): p.get("verdict") for p in live}
+    result["rc"] = EXIT_OK  # a risky verdict allowed by allow_risky is not a failure (cli.exit_code keeps 1)
     module.exit_json(changed=predict and would_change, reason=None, verdicts=verdicts, would_change=would_change,
                      msg=cli_message(doc), **result)
 
@@ -317,6 +321,7 @@ def roll_back(module: AnsibleModule, hotfix: Hotfix) -> None:
     result["converged"] = doc.get("converged") is True
     if rc == EXIT_USAGE and doc.get("outcome") == "aborted" and not doc.get("processes"):
         # no rollout recorded in this socket directory: nothing to undo
+        result["rc"] = EXIT_OK
         module.exit_json(changed=False, reason=None, msg=cli_message(doc), **result)
     if rc != EXIT_OK:
         module.fail_json(msg=f"{hotfix.name} in {hotfix.socket_dir}: {cli_message(doc)} (hotfix exit {rc})",
