@@ -19,7 +19,16 @@ out, which also keeps our own reads of the file from triggering us.
 state in which the file is missing or half written; a ``git checkout`` is
 a burst over many files. Acting on the first event would verify a file
 that is still being written. Each module gets a deadline, pushed back by
-every event, and acts once after ``debounce`` seconds of quiet. A single
+every event, and acts once after ``debounce`` seconds of quiet.
+
+*Why quiet is not enough.* A copy that stalls (``scp``, ``rsync
+--inplace``, a slow ``cp``) is quiet too, and its half file may well
+compile: applied, it drops the functions not yet copied. So a file is acted
+on only once it is *stable*: not open for writing (inotify reports the
+writer closing it) and unchanged in size, mtime and sha256 across one more
+quiet period; verification then refuses one that does not compile. An
+apply refused because another transaction is running is retried once that
+transaction has ended, with the file as it is then. A single
 daemon thread waits on a condition until the earliest deadline (no
 polling loop) and runs the actions one at a time, so ``apply`` calls from
 the watcher never race each other. It acts on the file as it is then: the
@@ -36,8 +45,10 @@ inotify watches are a per-user kernel resource (``fs.inotify.max_user_watches``,
 ``max_user_instances``); ``paths=None`` watches only the directories of
 loaded modules, non-recursively, and never the standard library or
 site-packages, so the cost stays at one watch per source directory. A
-module imported later from a new directory is not covered until
-``Watcher.refresh()``. ``__main__`` cannot be patched and is not watched.
+module imported later is followed by itself: about once a second, when
+``sys.modules`` grew, the index is refreshed and new directories watched
+(and a module whose file changed before that is looked at right away).
+``__main__`` cannot be patched and is not watched.
 *Several files in one burst* (a ``git pull``, a deploy copying a
 directory): the quiet period is shared, so every module touched by the
 burst becomes due together, and policy ``apply`` patches them as **one
@@ -47,6 +58,7 @@ is refused, none is applied: a deploy is never left half in.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -70,7 +82,8 @@ from watchdog.events import (
 from verification import UNCHANGED, Report
 
 from ._exceptions import PatchRejected, PatchRolledBack
-from ._scope import Scope, normalize_prefixes, real_path, source_file, under
+from ._outcomes import Reason
+from ._scope import Scope, normalize_prefixes, real_path, source_file, staleness, under
 from ._transaction import DEFAULT_PROBATION, DEFAULT_TIMEOUT, apply, dry_run
 
 __all__ = ["POLICIES", "WatchEvent", "Watcher", "watch"]
@@ -82,6 +95,10 @@ POLICIES = ("dry-run", "apply")
 #: The event types that can mean "the file's content changed".
 _EVENT_FILTER = [FileModifiedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
 _SOURCE_SUFFIXES = (".py", ".pyw")
+#: What an event says about a file: written to (maybe still open), closed after writing, gone, other.
+_WRITTEN, _CLOSED, _GONE, _CHANGED = "written", "closed", "gone", "changed"
+#: Retry delays after an apply was refused as busy: doubling, capped.
+_BUSY_RETRY_MAX = 1.0
 
 
 @attrs.frozen
@@ -91,8 +108,12 @@ class WatchEvent:
     ``action`` is one of ``dry-run`` (policy dry-run, the file differs),
     ``unchanged`` (the running code already is the disk source), ``applied``,
     ``rejected`` (nothing changed: blocked, risky, or a precondition
-    failed), ``rolled-back`` (applied, then undone by a check or probation)
-    or ``error`` (an unexpected failure, logged with its traceback).
+    failed), ``rolled-back`` (applied, then undone by a check or probation),
+    ``error`` (an unexpected failure, logged with its traceback),
+    ``waiting`` (the file is still open for writing or changed during the
+    quiet period: it is looked at again, nothing was done yet) or ``busy``
+    (another transaction was running: retried once it has ended). ``waiting``
+    and ``busy`` are reported once per module until it is acted on.
     """
 
     module: str
@@ -143,7 +164,9 @@ class _ModuleIndex:
         self._seen: dict[str, tuple[int, tuple[str, ...], str | None]] = {}  # name -> (id, keys, path)
         self._by_path: dict[str, set[str]] = {}
 
-    def refresh(self) -> None:
+    def refresh(self) -> list[tuple[str, str]]:
+        """Bring the index up to date; returns ``(name, source path)`` of modules newly in it."""
+        added: list[tuple[str, str]] = []
         with self._lock:
             current = list(sys.modules.items())
             names = set()
@@ -158,8 +181,11 @@ class _ModuleIndex:
                 self._seen[name] = (id(module), keys, path)
                 for key in keys:
                     self._by_path.setdefault(key, set()).add(name)
+                if path is not None:
+                    added.append((name, path))
             for name in [n for n in self._seen if n not in names]:
                 self._drop(name, self._seen.pop(name)[1])
+        return added
 
     def _drop(self, name: str, keys: tuple[str, ...]) -> None:
         for key in keys:
@@ -196,15 +222,21 @@ class _ModuleIndex:
 
 
 class _Debouncer:
-    """Per-key deadlines pushed back by every poke; one thread runs each due key once."""
+    """Per-key deadlines pushed back by every poke; one thread runs each due key once.
 
-    def __init__(self, delay: float, action: Callable[[list[tuple[str, str]]], None]) -> None:
+    ``tick`` (if given) is called in that thread about every ``tick_interval``
+    seconds while nothing is due (the watcher uses it to follow new imports).
+    """
+
+    def __init__(self, delay: float, action: Callable[[list[tuple[str, str]]], None],
+                 tick: Callable[[], None] | None = None, tick_interval: float = 1.0) -> None:
         self.delay = delay
         self._action = action
+        self._tick = tick
+        self._tick_interval = tick_interval
         self._cond = threading.Condition()
         self._due: dict[str, tuple[float, str]] = {}
         self._stopped = False
-        self._busy = False
         self._thread = threading.Thread(target=self._run, name="hotfix-watch", daemon=True)
 
     def start(self) -> None:
@@ -220,6 +252,17 @@ class _Debouncer:
                 self._due[other] = (deadline, other_path)
             self._due.pop(key, None)  # re-inserted last: a batch runs in the order of last change
             self._due[key] = (deadline, path)
+            self._cond.notify()
+
+    def later(self, batch: list[tuple[str, str]], delay: float) -> None:
+        """Act on ``batch`` again, together, after ``delay`` (unless a poke comes first)."""
+        with self._cond:
+            if self._stopped:
+                return
+            deadline = time.monotonic() + delay
+            for key, path in batch:
+                current = self._due.get(key)
+                self._due[key] = (max(deadline, current[0]) if current else deadline, path)
             self._cond.notify()
 
     def pending(self) -> list[str]:
@@ -239,8 +282,9 @@ class _Debouncer:
         return self._thread
 
     def _next(self) -> list[tuple[str, str]] | None:
-        with self._cond:
-            while True:
+        next_tick = time.monotonic() + self._tick_interval
+        while True:
+            with self._cond:
                 if self._stopped:
                     return None
                 now = time.monotonic()
@@ -250,7 +294,16 @@ class _Debouncer:
                         del self._due[key]
                     return ready
                 timeout = min(t for t, _ in self._due.values()) - now if self._due else None
-                self._cond.wait(timeout)
+                if self._tick is not None:
+                    timeout = min(timeout, next_tick - now) if timeout is not None else next_tick - now
+                if timeout is None or timeout > 0:
+                    self._cond.wait(timeout)
+            if self._tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self._tick_interval
+                try:
+                    self._tick()
+                except Exception:  # noqa: BLE001 - nothing may kill the watcher thread
+                    _log.exception("hotfix.watch: refreshing the module index failed")
 
     def _run(self) -> None:
         while (batch := self._next()) is not None:
@@ -276,9 +329,16 @@ class _Handler(FileSystemEventHandler):
         try:
             if event.is_directory:
                 return
-            for raw in (event.src_path, event.dest_path):
-                if raw:
-                    self._watcher._file_event(os.fsdecode(raw))
+            if isinstance(event, FileMovedEvent):
+                # The source went away; the destination is complete (renamed after it was written).
+                if event.src_path:
+                    self._watcher._file_event(os.fsdecode(event.src_path), _GONE)
+                if event.dest_path:
+                    self._watcher._file_event(os.fsdecode(event.dest_path), _CLOSED)
+                return
+            kind = {FileModifiedEvent: _WRITTEN, FileClosedEvent: _CLOSED, FileDeletedEvent: _GONE}.get(
+                type(event), _CHANGED)
+            self._watcher._file_event(os.fsdecode(event.src_path), kind)
         except BaseException:  # noqa: BLE001 - never let an exception escape into watchdog
             _log.exception("hotfix.watch: failed to handle %r", event)
 
@@ -312,8 +372,16 @@ class Watcher:
         self._lock = threading.Lock()
         self._watched: dict[str, bool] = {}  # directory -> recursive
         self._stopped = False
-        self._debouncer = _Debouncer(debounce, self._act_batch)
+        self._debouncer = _Debouncer(debounce, self._act_batch,
+                                     tick=None if explicit_paths else self._follow_imports)
         self._handler = _Handler(self)
+        self._modules_seen = len(sys.modules)
+        # Stability: files written to and not yet closed (inotify reports close-after-write), the
+        # snapshot of each due module at its previous due time, and modules told they must wait.
+        self._open_for_writing: set[str] = set()
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._waiting: set[str] = set()
+        self._busy_delay: dict[str, float] = {}
         if polling:
             from watchdog.observers.polling import PollingObserver
 
@@ -322,6 +390,8 @@ class Watcher:
             from watchdog.observers import Observer
 
             self._observer = Observer()
+        # inotify reports a writer closing a file; other backends do not (then stability alone decides).
+        self._reports_close = type(self._observer).__name__.startswith("Inotify")
 
     # -- lifecycle
 
@@ -366,18 +436,31 @@ class Watcher:
     def refresh(self) -> list[str]:
         """Pick up modules imported since the watcher started; returns newly watched directories.
 
-        With explicit ``paths`` the watched directories never change; only the
-        module index is refreshed.
+        With ``paths=None`` this happens by itself about once a second after
+        ``sys.modules`` grew. With explicit ``paths`` the watched directories
+        never change; only the module index is refreshed.
         """
-        self._index.refresh()
-        if self._explicit or self._stopped:
+        new_modules = self._index.refresh()
+        if self._stopped:
             return []
         added = []
-        for directory in sorted(self._index.directories()):
-            if directory not in self._watched and os.path.isdir(directory):
-                self._schedule(directory, False)
-                added.append(directory)
+        if not self._explicit:
+            for directory in sorted(self._index.directories()):
+                if directory not in self._watched and os.path.isdir(directory):
+                    self._schedule(directory, False)
+                    added.append(directory)
+        # A module whose file changed before its directory was watched produced no event we saw.
+        for name, path in new_modules:
+            if staleness(name) is not None:
+                self._debouncer.poke(name, path)
         return added
+
+    def _follow_imports(self) -> None:
+        """Debounce thread, about once a second: index modules imported since the last look."""
+        count = len(sys.modules)
+        if count != self._modules_seen:
+            self._modules_seen = count
+            self.refresh()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop watching. Changes still waiting for their quiet period are dropped.
@@ -409,9 +492,16 @@ class Watcher:
 
     # -- events (watchdog's thread)
 
-    def _file_event(self, path: str) -> None:
+    def _file_event(self, path: str, kind: str = _CHANGED) -> None:
         if self._stopped or not path.endswith(_SOURCE_SUFFIXES):
             return
+        if self._reports_close:
+            real = real_path(path)
+            with self._lock:
+                if kind == _WRITTEN:
+                    self._open_for_writing.add(real)
+                elif kind in (_CLOSED, _GONE):
+                    self._open_for_writing.discard(real)
         hits = self._index.lookup(path)
         if not hits:
             self._index.refresh()  # a module imported after the watcher started
@@ -422,8 +512,10 @@ class Watcher:
     # -- actions (the debounce thread)
 
     def _act_batch(self, batch: list[tuple[str, str]]) -> None:
-        """Everything that became due together: dry-run each; with policy ``apply``, apply
-        the changed ones as one unit (one module alone is just a unit of one)."""
+        """Everything that became due together: once stable, dry-run each; with policy ``apply``,
+        apply the changed ones as one unit (one module alone is just a unit of one)."""
+        if not self._stable(batch):
+            return
         changed = []
         for name, path in batch:
             module = sys.modules.get(name)
@@ -443,6 +535,49 @@ class Watcher:
         if changed:
             self._apply_unit(changed)
 
+    def _stable(self, batch: list[tuple[str, str]]) -> bool:
+        """Is every file of the batch done being written? If not, look again after a quiet period.
+
+        Stable means: not open for writing (on Linux, inotify reports when a
+        writer closes the file: a stalled ``cp`` or ``rsync --inplace`` holds
+        it open), and the same size, mtime and sha256 as one quiet period ago
+        (a change no event reported, a polling observer). A half-copied file
+        that happens to compile is therefore never applied while its writer
+        is still at it.
+        """
+        writing = []
+        unsettled = []
+        for name, path in batch:
+            with self._lock:
+                is_open = real_path(path) in self._open_for_writing
+            if is_open:
+                writing.append((name, path))
+                continue
+            now = _Snapshot.of(path)
+            before = self._snapshots.get(name)
+            self._snapshots[name] = now
+            if before != now:
+                unsettled.append((name, path, before is not None))
+        if not writing and not unsettled:
+            for name, _ in batch:
+                self._snapshots.pop(name, None)
+                self._waiting.discard(name)
+            return True
+        for name, path in writing:
+            self._report_waiting(name, path, "still open for writing; applied once the writer closes it")
+        for name, path, seen in unsettled:
+            if seen:  # the first look only starts the quiet period
+                self._report_waiting(name, path, "changed during the quiet period; looking again")
+        self._debouncer.later(batch, self.debounce)
+        return False
+
+    def _report_waiting(self, name: str, path: str, why: str) -> None:
+        if name in self._waiting:
+            return
+        self._waiting.add(name)
+        _log.info("%s: %s %s", name, path, why)
+        self._emit(WatchEvent(name, path, "waiting", error=why))
+
     def _apply_unit(self, changed: list[tuple[types.ModuleType, str, Report]]) -> None:
         names = ", ".join(m.__name__ for m, _, _ in changed)
         pins = [r.source.disk.sha256 if r.source.disk is not None else "" for _, _, r in changed]
@@ -457,6 +592,9 @@ class Watcher:
             _log.warning("%s applied and rolled back: %s", names, exc.message)
             action, patch_id, error, returned = "rolled-back", exc.details.get("patch_id"), exc.message, exc.report
         except PatchRejected as exc:
+            if exc.reason == Reason.BUSY:
+                self._retry_when_idle(changed, exc.message)
+                return
             _log.warning("%s not applied (one unit, all or nothing): %s", names, exc.message)
             action, patch_id, error, returned = "rejected", None, exc.message, exc.report
         except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
@@ -466,8 +604,27 @@ class Watcher:
             _log.info("%s %s as %s", names, patch.status, patch.id)
             action, patch_id, error = patch.status, patch.id, None
         for module, path, report in changed:
+            self._busy_delay.pop(module.__name__, None)
             self._emit(WatchEvent(module.__name__, path, action, report.verdict, patch_id, error,
                                   _single(returned, report)))
+
+    def _retry_when_idle(self, changed: list[tuple[types.ModuleType, str, Report]], message: str) -> None:
+        """Another transaction is running: look again (dry-run, then apply) once it has ended.
+
+        The transaction gives no signal when it ends, so the unit is retried
+        with a delay doubling from the quiet period up to a second; each try
+        re-reads the file, so the newest content is what gets applied.
+        """
+        batch = [(m.__name__, path) for m, path, _ in changed]
+        first = batch[0][0]
+        delay = min(_BUSY_RETRY_MAX, max(self._busy_delay.get(first, 0.0) * 2, self.debounce, 0.05))
+        for name, path in batch:
+            if name not in self._busy_delay:
+                _log.info("%s: another transaction is running; retried when it has ended", name)
+                self._emit(WatchEvent(name, path, "busy", error=message))
+            self._busy_delay[name] = delay
+            self._snapshots.pop(name, None)
+        self._debouncer.later(batch, delay)
 
     def _emit_report(self, name: str, path: str, report: Report) -> None:
         if report.verdict == UNCHANGED:
@@ -486,6 +643,25 @@ class Watcher:
             self.on_event(event)
         except Exception:  # noqa: BLE001 - a broken callback must not stop the watcher
             _log.exception("hotfix.watch: on_event callback raised for %s", event.module)
+
+
+@attrs.frozen
+class _Snapshot:
+    """What "the file did not change" compares: size, mtime and content hash (``None``: unreadable)."""
+
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+
+    @classmethod
+    def of(cls, path: str) -> _Snapshot:
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read()
+        except OSError:
+            return cls(None, None, None)
+        return cls(st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
 
 
 def _single(report: Any, fallback: Report) -> Report:

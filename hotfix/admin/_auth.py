@@ -182,7 +182,7 @@ def remove_stale_token_files(directory: str) -> list[str]:
     ``hotfix-<pid>.token`` (the runtime directory) and ``<pid>.sock.token``
     (next to a socket); a file of another user is left alone.
     """
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:

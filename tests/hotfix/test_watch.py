@@ -21,6 +21,7 @@ from hotfix._watch import WatchEvent, watch
 from tests.helpers import assert_same, snapshot
 
 WAIT = 20.0  # generous: the suite runs in parallel on shared machines
+INTERIM = ("waiting", "busy")  # the watcher will act later; tests wait for what it does then
 
 V1 = """
     def price(qty):
@@ -60,12 +61,14 @@ class Events:
             self.threads.add(threading.current_thread().name)
             self._cond.notify_all()
 
-    def wait_for(self, predicate, timeout: float = WAIT) -> WatchEvent:
+    def wait_for(self, predicate, timeout: float = WAIT, *, interim: bool = False) -> WatchEvent:
+        """The first event matching ``predicate``; ``waiting``/``busy`` (interim) ones only if asked."""
         with self._cond:
             found: list[WatchEvent] = []
 
             def ready() -> bool:
-                found[:] = [e for e in self.items if predicate(e)]
+                found[:] = [e for e in self.items
+                            if (interim or e.action not in INTERIM) and predicate(e)]
                 return bool(found)
 
             assert self._cond.wait_for(ready, timeout), f"no matching event within {timeout}s; got {self.items}"
@@ -358,3 +361,129 @@ def test_one_broken_file_in_a_burst_applies_none(modules, events):
     assert "does not compile" in first.error
     assert_same(before_a, snapshot(a))
     assert_same(before_b, snapshot(b))
+
+
+# --------------------------------------------------------------------------- stability, busy, later imports
+
+FULL_V1 = """
+    def price(qty):
+        return qty * 2
+
+    def tax(amount):
+        return amount // 10
+
+    def total(qty):
+        return price(qty) + tax(price(qty))
+"""
+FULL_V2 = """
+    def price(qty):
+        return qty * 3
+
+    def tax(amount):
+        return amount // 10
+
+    def total(qty):
+        return price(qty) + tax(price(qty))
+"""
+#: What a copy that stalled after ``price`` leaves: it compiles, and drops ``tax`` and ``total``.
+HALF_V2 = FULL_V2[:FULL_V2.index("    def tax")]
+
+
+def _writers():
+    out = ["held-open"]
+    if sys.platform.startswith("linux") and os.path.exists("/bin/cp"):
+        out.append("stalled-cp")
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify reports a writer closing the file")
+@pytest.mark.parametrize("writer", _writers())
+def test_a_half_copied_file_is_never_applied(modules, events, writer):
+    """Defect 8: a copy stalled longer than the quiet period left a half file that compiled; it was
+    applied, and unchanged callers of the missing functions raised NameError."""
+    import subprocess
+
+    mod = modules.create(FULL_V1)
+    total, price = mod.total, mod.price
+    path = modules.path(mod.__name__)
+    data = textwrap.dedent(FULL_V2).encode()
+    half = textwrap.dedent(HALF_V2).encode()
+    with watch([modules.dir], policy="apply", debounce=0.05, probation=0, on_event=events):
+        if writer == "held-open":  # rsync --inplace / a slow writer: the same file, still open
+            fh = open(path, "r+b")  # noqa: SIM115 - held open on purpose
+            fh.truncate(0)
+            fh.write(half)
+            fh.flush()
+            finish = lambda: (fh.write(data[len(half):]), fh.close())  # noqa: E731
+        else:  # a real cp whose source stalls half way (a pipe)
+            cp = subprocess.Popen(["/bin/cp", "/dev/stdin", str(path)], stdin=subprocess.PIPE)
+            assert cp.stdin is not None
+            cp.stdin.write(half)
+            cp.stdin.flush()
+
+            def finish():
+                cp.stdin.write(data[len(half):])
+                cp.stdin.close()
+                assert cp.wait(WAIT) == 0
+
+        waiting = events.wait_for(lambda e: e.module == mod.__name__ and e.action == "waiting", interim=True)
+        assert "open for writing" in waiting.error
+        assert path.read_bytes() == half  # the half file is on disk, compiles, and was not applied
+        assert hotfix.dry_run(mod).verdict != "unchanged"
+        assert mod.total(1) == 2 and mod.total.__code__ is total.__code__
+        finish()
+        event = events.wait_for(lambda e: e.module == mod.__name__)
+    assert event.action == "applied", event
+    assert event.report.source.disk.sha256 == sha(FULL_V2)  # the whole file, not the half
+    assert price(2) == 6 and total(10) == 33
+
+
+def test_an_apply_refused_as_busy_is_retried_when_the_transaction_ends(modules, events):
+    """Defect 8: a watcher apply refused as busy was never retried."""
+    other = modules.create(V1)
+    mod = modules.create(V1)
+    modules.write(other, V2)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_check():
+        entered.set()
+        return release.wait(WAIT)
+
+    errors = []
+    runner = threading.Thread(target=lambda: _apply_collecting(other, slow_check, errors))
+    runner.start()
+    try:
+        assert entered.wait(WAIT)  # a transaction is running
+        with watch([modules.dir], policy="apply", debounce=0.05, probation=0, on_event=events,
+                   prefixes=[mod.__name__]):
+            modules.write(mod, V2)
+            busy = events.wait_for(lambda e: e.module == mod.__name__ and e.action == "busy", interim=True)
+            assert mod.price(2) == 4  # not applied while the other transaction runs
+            release.set()
+            event = events.wait_for(lambda e: e.module == mod.__name__)
+    finally:
+        release.set()
+        runner.join(WAIT)
+    assert busy.error
+    assert event.action == "applied", event
+    assert mod.price(2) == 6
+    assert errors == []
+
+
+def _apply_collecting(module, check, errors):
+    try:
+        hotfix.apply(module, checks=[check], probation=0)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        errors.append(exc)
+
+
+def test_watch_with_paths_none_follows_modules_imported_later(modules, events):
+    """Started early, the watcher picks up a module imported afterwards from a new directory."""
+    with watch(debounce=0.05, on_event=events) as watcher:
+        assert real(modules.dir) not in watcher.directories
+        mod = modules.create(V1)
+        modules.write(mod, V2)  # possibly before the directory is watched: found stale on refresh
+        event = events.wait_for(lambda e: e.module == mod.__name__ and e.report is not None
+                                and e.report.source.disk.sha256 == sha(V2))
+        assert real(modules.dir) in watcher.directories
+    assert event.action == "dry-run"
