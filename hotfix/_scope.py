@@ -61,6 +61,7 @@ __all__ = [
 
 #: Dotted names never in scope: hotfix's own packages and the main script.
 NEVER_IN_SCOPE = ("hotfix", "safepoints", "verification", "__main__")
+_NEVER_TOP_LEVEL = frozenset(NEVER_IN_SCOPE)  # all single names: a top-level package test is enough
 SOURCE_SUFFIXES = (".py", ".pyw")
 #: Directory names that hold installed distributions on every platform we know of.
 _PACKAGE_DIR_NAMES = ("site-packages", "dist-packages")
@@ -101,7 +102,7 @@ def name_matches(name: str, prefixes: Iterable[str]) -> bool:
 
 def never_in_scope(name: str) -> bool:
     """hotfix's own packages and ``__main__``."""
-    return name_matches(name, NEVER_IN_SCOPE)
+    return name.partition(".")[0] in _NEVER_TOP_LEVEL
 
 
 def source_file(module: object) -> str | None:
@@ -197,6 +198,9 @@ class Scope:
 
     def allows(self, name: str, path: str | None) -> bool:
         """Is module ``name``, loaded (or about to be) from ``path``, in scope?"""
+        return self._allows(name, path, None)
+
+    def _allows(self, name: str, path: str | None, system_dirs: tuple[str, ...] | None) -> bool:
         if never_in_scope(name):
             return False
         if self.prefixes and name_matches(name, self.prefixes):
@@ -207,7 +211,9 @@ class Scope:
             real = real_path(path)
             if any(under(real, root) for root in self.roots):
                 return True
-        return self.application_code and not is_system_file(path)
+        if not self.application_code:
+            return False
+        return not _is_system_file(path, system_dirs if system_dirs is not None else system_directories())
 
     def allows_module(self, name: str, module: object) -> bool:
         """For a loaded module (or ``None``: only a prefix can allow a module that is not loaded)."""
@@ -220,8 +226,9 @@ class Scope:
 
     def modules(self) -> Iterator[tuple[str, types.ModuleType]]:
         """Loaded modules in scope, sorted by name."""
+        system_dirs = system_directories()  # once per scan, not once per module
         for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
-            if isinstance(module, types.ModuleType) and self.allows(name, source_file(module)):
+            if isinstance(module, types.ModuleType) and self._allows(name, source_file(module), system_dirs):
                 yield name, module
 
     def describe(self) -> dict:

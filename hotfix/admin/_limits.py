@@ -143,7 +143,13 @@ class DeadlineSocketReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:  # type: ignore[override]
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError("read deadline passed")
+            # Past the deadline, take only what already arrived: the deadline bounds the peer's
+            # pace, not ours (a thread that waited for the CPU must still read a prompt request).
+            self._sock.settimeout(0.0)
+            try:
+                return self._sock.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                raise TimeoutError("read deadline passed") from None
         self._sock.settimeout(remaining)
         return self._sock.recv_into(buffer)
 
