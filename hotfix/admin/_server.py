@@ -186,7 +186,10 @@ class _Limited:
     router: Router
     limits: EndpointLimits
     socket: Any  # the listening socket (socketserver's attribute)
-    request_queue_size = 128  # the listen backlog: 5 (the default) drops SYNs under a burst of clients
+    # The listen backlog. socketserver's 5 overflows under a burst of clients: the kernel then drops
+    # their handshakes (and, with SYN cookies, may reset them later) while the accept loop, which
+    # shares the GIL with the handler threads, catches up. Queued connections cost no descriptor.
+    request_queue_size = 1024
 
     def init_limits(self, limits: EndpointLimits) -> None:
         self.limits = limits

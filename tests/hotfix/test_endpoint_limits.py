@@ -9,6 +9,7 @@ process uses and far below what a spinning one does.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import selectors
 import socket
@@ -209,7 +210,7 @@ def test_connections_beyond_the_limit_get_503_without_a_thread_each(serve):
     assert status == 200
 
 
-def test_status_answers_500_concurrent_requests_or_refuses_them_fast(serve, modules):
+def test_status_answers_500_concurrent_requests_or_refuses_them_fast(serve, modules, caplog):
     """500 clients at once, from one thread: every one gets an HTTP answer (200, or 503 beyond the
     connection limit); none is reset or left hanging. The listen backlog was 5."""
     modules.create("def f():\n    return 1\n")
@@ -217,6 +218,7 @@ def test_status_answers_500_concurrent_requests_or_refuses_them_fast(serve, modu
     # thread seconds behind, and a deadline cutting it off is not what this test is about.
     slow_machine = EndpointLimits(head_timeout=WAIT * 2, body_timeout=WAIT * 2, write_timeout=WAIT * 2)
     server = serve(allowed_roots=[modules.dir], limits=slow_machine)
+    caplog.set_level(logging.DEBUG, logger="hotfix.admin")
     port = _port(server)
     clients = 500
     selector = selectors.DefaultSelector()
@@ -262,7 +264,10 @@ def test_status_answers_500_concurrent_requests_or_refuses_them_fast(serve, modu
             statuses[status] = statuses.get(status, 0) + 1
         problems = sorted({failures.get(sock, "eof" if not data else "partial") for sock, data in answers.items()
                            if _status(bytes(data)) is None})
-        assert set(statuses) <= {200, 503} and sum(statuses.values()) == clients, (statuses, problems)
+        errors = [r.getMessage() + str(r.exc_info and r.exc_info[1]) for r in caplog.records
+                  if r.name == "hotfix.admin"][:5]
+        assert set(statuses) <= {200, 503} and sum(statuses.values()) == clients, (
+            statuses, problems, server._httpd._counts, errors)
         assert statuses.get(200, 0) > 0, statuses
     finally:
         for sock in answers:
