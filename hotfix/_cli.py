@@ -60,6 +60,7 @@ from ._rollout import status as rollout_status
 from ._tracing import valid_traceparent
 from ._version import __version__
 from .admin._client import Client, Unreachable
+from .admin._routes import sha256_problem
 
 SCHEMA_VERSION = 1
 _log = logging.getLogger("hotfix.cli")
@@ -118,10 +119,17 @@ def _positive(text: str) -> float:
 
 def _apply_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("module", help="dotted name of a module loaded in the process")
-    p.add_argument("--expect-sha256", metavar="SHA", help="refuse unless the file is exactly this version (from a dry run)")
+    p.add_argument("--expect-sha256", metavar="SHA", type=_sha256_argument, help="refuse unless the file is exactly this version (from a dry run)")
     p.add_argument("--allow-risky", action="store_true", help="apply a change whose verdict is risky")
     p.add_argument("--probation", type=_positive, metavar="S", help="seconds to watch the patched code")
     p.add_argument("--timeout", type=_positive, metavar="S", help="seconds to wait for workers to park")
+
+
+def _sha256_argument(text: str) -> str:
+    problem = sha256_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -254,8 +254,8 @@ def rollout(
     result.sha256 = sha
     if expect_sha256 and expect_sha256 != sha:
         _mark_untouched(result)
-        return _finish(result, "aborted", EXIT_REJECTED, f"the file's sha256 is {sha[:12]}, not the reviewed "
-                       f"{expect_sha256[:12]}; nothing was changed")
+        return _finish(result, "aborted", EXIT_REJECTED, f"the file's sha256 is {sha}, not the reviewed "
+                       f"{expect_sha256}; nothing was changed")
     verdicts = {p.verdict for p in live}
     if "blocked" in verdicts:
         _mark_untouched(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,13 @@ MAX_BODY = 64 * 1024
 MAX_PROBATION = 600.0
 MAX_TIMEOUT = 60.0
 MAX_NAME = 200
+MAX_PATCH_ID = 128
+#: The string constraints, stated once: the OpenAPI document publishes these patterns and the
+#: router enforces them with ``re.fullmatch``. Anchored, ASCII classes only, so JSON Schema's
+#: ECMA-262 regexes and Python's agree.
+MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+PATCH_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
 
 class BadRequest(Exception):
@@ -37,6 +45,8 @@ class Field:
     minimum: float | None = None
     exclusive_minimum: float | None = None
     maximum: float | None = None
+    #: What a valid value looks like, for the 400 message (string fields with a pattern).
+    hint: str = ""
 
     def check(self, value: Any) -> Any:
         if self.kind == "string":
@@ -44,12 +54,9 @@ class Field:
                 raise BadRequest(f"field {self.name!r} must be a string")
             if self.max_length is not None and len(value) > self.max_length:
                 raise BadRequest(f"field {self.name!r} is longer than {self.max_length} characters")
-            if self.name == "module" and not is_module_name(value):
-                raise BadRequest(f"field 'module' must be a dotted module name, not {value[:60]!r}")
-            if self.name == "expect_sha256" and not is_sha256(value):
-                raise BadRequest("field 'expect_sha256' must be 64 lowercase hex digits")
-            if self.name == "patch_id" and not (value and value.isprintable() and value.isascii()):
-                raise BadRequest("field 'patch_id' must be a printable ASCII string")
+            if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+                raise BadRequest(f"field {self.name!r} must be {self.hint or 'match ' + self.pattern}; got "
+                                 f"{len(value)} characters: {value[:70]!r}")
             return value
         if self.kind == "boolean":
             if not isinstance(value, bool):
@@ -113,11 +120,23 @@ class Route:
 
 
 def is_module_name(value: str) -> bool:
-    return 0 < len(value) <= MAX_NAME and all(part.isidentifier() for part in value.split("."))
+    return len(value) <= MAX_NAME and re.fullmatch(MODULE_PATTERN, value) is not None
 
 
-def is_sha256(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(SHA256_PATTERN, value) is not None
+
+
+def sha256_problem(value: object) -> str | None:
+    """Why ``value`` is not a full sha256 (64 lowercase hex digits), or ``None`` if it is one."""
+    if not isinstance(value, str):
+        return f"a sha256 is a string of 64 hex digits, not {type(value).__name__}"
+    if is_sha256(value):
+        return None
+    if len(value) != 64:
+        return f"a sha256 has 64 hex digits; {value[:70]!r} has {len(value)} (a shortened sha256 is not accepted)"
+    bad = sorted({c for c in value if c not in "0123456789abcdef"})
+    return f"a sha256 has only the digits 0-9a-f (lowercase); {value!r} contains {''.join(bad)!r}"
 
 
 def _no_constants(name: str) -> Any:
@@ -155,18 +174,20 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 MODULE = Field("module", "string", "Dotted name of a module already imported by the process and "
-               "under the allowed prefixes/roots. Never code: the new code is the file on disk.",
-               required=True, max_length=MAX_NAME)
+               "under the allowed prefixes/roots, made of ASCII identifiers. Never code: the new code "
+               "is the file on disk.", required=True, max_length=MAX_NAME, pattern=MODULE_PATTERN,
+               hint="a dotted module name of ASCII identifiers, like billing.rules")
 EXPECT = Field("expect_sha256", "string", "Refuse unless the file on disk has exactly this sha256 "
-               "(as shown by a dry run): pins the reviewed content.", max_length=64,
-               pattern="^[0-9a-f]{64}$")
+               "(as shown by a dry run): pins the reviewed content. All 64 lowercase hex digits.",
+               max_length=64, pattern=SHA256_PATTERN, hint="all 64 lowercase hex digits of a sha256 (a dry run shows them)")
 ALLOW_RISKY = Field("allow_risky", "boolean", "Apply a change whose verdict is risky.")
 PROBATION = Field("probation", "number", "Seconds to watch the patched code after the checks "
                   "(default: the server's).", minimum=0.0, maximum=MAX_PROBATION)
 TIMEOUT = Field("timeout", "number", "Seconds to wait for workers to park (default: the server's).",
                 exclusive_minimum=0.0, maximum=MAX_TIMEOUT)
-PATCH_ID = Field("patch_id", "string", "Patch to roll back (default: the latest applied one).",
-                 max_length=128)
+PATCH_ID = Field("patch_id", "string", "Patch to roll back (default: the latest applied one), as "
+                 "`history` shows it (hf-<pid>-<n>).", max_length=MAX_PATCH_ID, pattern=PATCH_ID_PATTERN,
+                 hint="a patch id as history shows it, like hf-1234-1")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "health", "Liveness", "Answers 200 when the admin server is up. Needs no token and "
