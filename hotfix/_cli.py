@@ -77,9 +77,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{sub}: {message}" if sub else message)
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """Options accepted before or after the subcommand."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     s = argparse.SUPPRESS
     p.add_argument("--url", default=s, help="endpoint root, e.g. http://127.0.0.1:8765 (env HOTFIX_URL)")
     p.add_argument("--socket", default=s, help="endpoint Unix socket path (env HOTFIX_SOCKET)")
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 class _Out:
     """Collects the single JSON document, or prints human text as it goes."""
 
-    def __init__(self, as_json: bool, command: str) -> None:
+    def __init__(self, command: str, *, as_json: bool) -> None:
         self.json = as_json
         self.doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "command": command}
 
@@ -213,14 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        out = _Out(as_json, "usage")
+        out = _Out("usage", as_json=as_json)
         parser.print_usage(sys.stderr)
         return _fail(out, EXIT_USAGE, "usage", str(exc))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     opts = vars(args)
     command = opts.get("command")
-    out = _Out(bool(opts.get("json")), command or "usage")
+    out = _Out(command or "usage", as_json=bool(opts.get("json")))
     if command is None:
         parser.print_usage(sys.stderr)
         return _fail(out, EXIT_USAGE, "usage", "a command is required (status, dry-run, apply, rollback, history, diff, rollout)")
@@ -295,7 +295,7 @@ def request_headers(opts: dict) -> dict[str, str]:
 
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+    except Exception:  # no passwd entry in some containers
         user = str(os.getuid())
     headers = {"X-Hotfix-User": _header_safe(user), "X-Hotfix-Host": _header_safe(socket.gethostname())}
     reason = opts.get("reason") or os.environ.get("HOTFIX_REASON")

@@ -126,7 +126,7 @@ class ProbationWatch:
             self._check_tb(args.exc_value, args.exc_traceback)
             old_thread_hook(args)
 
-        def sys_hook(tp, value, tb) -> None:  # noqa: ANN001 - sys.excepthook protocol
+        def sys_hook(tp, value, tb) -> None:  # sys.excepthook protocol
             self._check_tb(value, tb)
             old_sys_hook(tp, value, tb)
 

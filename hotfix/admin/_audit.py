@@ -45,7 +45,7 @@ class AuditSink:
         if self._callback is not None:
             try:
                 self._callback(dict(record))
-            except Exception:  # noqa: BLE001 - an audit callback must not break the endpoint
+            except Exception:  # an audit callback must not break the endpoint
                 audit_log.exception("audit callback failed")
         if self._file is not None:
             try:

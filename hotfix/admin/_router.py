@@ -23,7 +23,11 @@ import hotfix
 import safepoints
 from verification import Report
 
+# The routes call into the transaction core: it loads with the endpoint, never lazily in a request
+# thread (a fork while a thread holds a module's import lock leaves every import of it in the child
+# blocked for good: a pre-fork server's new worker would hang on its first status request).
 from .. import _metrics, _tracing
+from .. import _transaction as _transaction  # noqa: F401 - loaded eagerly, see above
 from .._baseline import baselines
 from .._outcomes import Reason, State, answer
 from .._run._process import process_info
@@ -144,7 +148,7 @@ class Router:
             response = self._dispatch(request, record)
         except _Fail as f:
             response = self._error(f)
-        except Exception:  # noqa: BLE001 - the endpoint answers 500 and keeps serving
+        except Exception:  # the endpoint answers 500 and keeps serving
             _log.exception("admin endpoint: internal error on %s %s", printable(request.method, 20), printable(request.path))
             response = self._error(_Fail(500, "internal", "internal error in the hotfix endpoint; see the service log."))
         if record["outcome"] is None and response.status >= 400:

@@ -37,7 +37,8 @@ def _long_checks() -> dict:
 
 
 def _records(path) -> list[dict]:
-    data = open(path, "rb").read()  # noqa: SIM115 - read whole, the file may be /dev/full's stand-in
+    with open(path, "rb") as fh:
+        data = fh.read()
     lines = data.split(b"\n")
     assert lines[-1] == b""
     return [json.loads(line) for line in lines[:-1]]
@@ -340,7 +341,7 @@ def test_defect6_rollback_during_a_hanging_check_rolls_back_instead_of_busy(modu
     def run_apply() -> None:
         try:
             hotfix.apply(mod, probation=0, checks=[hangs], **_long_checks())
-        except BaseException as exc:  # noqa: BLE001 - inspected below
+        except BaseException as exc:  # inspected below
             outcome.append(exc)
 
     t = threading.Thread(target=run_apply)
@@ -388,7 +389,7 @@ def test_defect7_fork_during_a_transaction_leaves_the_child_able_to_apply(module
                     pass
                 pending = [h.status for h in hotfix.history() if isinstance(h, hotfix.Patch) and h.modules == (busy.__name__,)]
                 result = {"status": patch.status.value, "f": other.f(), "busy": pending}
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            except BaseException as exc:  # reported to the parent
                 result = {"error": repr(exc)}
             os.write(w, json.dumps(result).encode())
             os._exit(0)

@@ -195,7 +195,7 @@ def test_fault_at_each_apply_step(modules, audited, point, kind):
     before = snapshot(mod)
     modules.write(mod, V2)
     fired = _inject(point, FAULTS[kind])
-    with pytest.raises(BaseException) as info:  # noqa: PT011 - the type is checked below, per fault kind
+    with pytest.raises(BaseException) as info:  # the type is checked below, per fault kind
         hotfix.apply(mod, probation=0.01, checks=[lambda: mod.f() == 2])
     _events.fault_hook = _audit.fault_hook = None
     assert fired == [point]
@@ -225,7 +225,7 @@ def test_fault_inside_each_audit_write_of_apply(modules, audited, point, kind):
     before = snapshot(mod)
     modules.write(mod, V2)
     _inject(point, FAULTS[kind])
-    with pytest.raises(BaseException) as info:  # noqa: PT011 - checked below
+    with pytest.raises(BaseException) as info:  # checked below
         hotfix.apply(mod, probation=0.01)
     _events.fault_hook = _audit.fault_hook = None
     _expect_raised(info.value, kind)
@@ -247,7 +247,7 @@ def test_fault_inside_a_check(modules, audited, kind):
     def check():
         raise FAULTS[kind]()
 
-    with pytest.raises(BaseException) as info:  # noqa: PT011 - checked below
+    with pytest.raises(BaseException) as info:  # checked below
         hotfix.apply(mod, probation=0.01, checks=[check])
     _expect_raised(info.value, kind)
     if kind not in ("KeyboardInterrupt", "SystemExit"):
@@ -264,7 +264,7 @@ def test_fault_inside_the_migrate_hook(modules, audited, kind):
     wrapper = mod.cached
     before = snapshot(mod)
     modules.write(mod, V2)
-    with pytest.raises(BaseException) as info:  # noqa: PT011 - checked below
+    with pytest.raises(BaseException) as info:  # checked below
         hotfix.apply(mod, probation=0.01)
     _expect_raised(info.value, kind)
     assert not hasattr(mod, "MIGRATED"), "the hook's own re-bind was undone"
@@ -287,7 +287,7 @@ def test_fault_at_each_rollback_step(modules, audited, point, kind):
     fired = _inject(point, FAULTS[kind])
     try:
         hotfix.rollback(patch.id)
-    except BaseException as exc:  # noqa: BLE001 - every kind is checked
+    except BaseException as exc:  # every kind is checked
         _expect_raised(exc, kind)
     finally:
         _events.fault_hook = _audit.fault_hook = None
