@@ -35,6 +35,7 @@ import functools
 import linecache
 import types
 from collections.abc import Callable
+from typing import Any
 
 from verification import (
     AddDefinition,
@@ -159,7 +160,7 @@ class Swapper:
     def unbind(self, scope: object, name: str) -> None:
         if isinstance(scope, types.ModuleType):
             self.undo.del_item(self.g, name)
-        elif name in vars(scope):
+        elif isinstance(scope, type) and name in vars(scope):
             self.undo.del_attr(scope, name)
 
     def local_namespace(self, scope: object) -> dict | None:
@@ -234,10 +235,11 @@ class Swapper:
         s = c.statement
         where = c.scope + (f"<line {s.lineno}>")
         if s.is_docstring:
+            text = ast.get_docstring(ast.Module(body=[s.node], type_ignores=[]), clean=False)
             if isinstance(scope, types.ModuleType):
-                self.bind(scope, "__doc__", s.node.value.value)
+                self.bind(scope, "__doc__", text)
             else:
-                self.undo.set_attr(scope, "__doc__", s.node.value.value)
+                self.undo.set_attr(scope, "__doc__", text)
             self.event("doc", c.scope.rstrip(".") or self.name)
             return
         node = s.located
@@ -318,7 +320,7 @@ class Swapper:
         """
         scope = self.resolve(c.scope)
         cls = vars(scope)[c.new.name]
-        scratch = self.build(c.new, scope)
+        scratch: Any = self.build(c.new, scope)
         for name in c.names:
             member = scratch._member_map_[name]
             canonical = member._name_ != name  # an alias of another member
@@ -360,12 +362,12 @@ class Swapper:
         code = compile(ast.Expression(body=expr), self.path, "eval", flags=self.compile_flags(), dont_inherit=True)
         return eval(code, self.g, local)  # noqa: S307 - expression from the verified file on disk
 
-    def eval_defaults(self, node: ast.AST, local: dict | None) -> tuple[tuple | None, dict | None]:
+    def eval_defaults(self, node: ast.FunctionDef | ast.AsyncFunctionDef, local: dict | None) -> tuple[tuple | None, dict | None]:
         defaults = tuple(self.evaluate(d, local) for d in node.args.defaults) or None
         kw = {a.arg: self.evaluate(d, local) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is not None}
         return defaults, kw or None
 
-    def eval_annotations(self, node: ast.AST, local: dict | None) -> dict:
+    def eval_annotations(self, node: ast.FunctionDef | ast.AsyncFunctionDef, local: dict | None) -> dict:
         a = node.args
         out = {}
         for arg in a.posonlyargs + a.args + ([a.vararg] if a.vararg else []) + a.kwonlyargs + ([a.kwarg] if a.kwarg else []):
@@ -380,10 +382,10 @@ class Swapper:
 
     def build(self, d: FunctionDef | ClassDef, scope: object) -> object:
         local = self.local_namespace(scope)
-        decorators = [self.evaluate(x, local) for x in d.node.decorator_list]
+        decorators: list[Any] = [self.evaluate(x, local) for x in d.node.decorator_list]
         if isinstance(d, ClassDef):
             bases = [self.evaluate(b, local) for b in d.node.bases]
-            keywords = {k.arg: self.evaluate(k.value, local) for k in d.node.keywords}
+            keywords = {str(k.arg): self.evaluate(k.value, local) for k in d.node.keywords}
             body = types.FunctionType(d.code, self.g, d.name)
             value: object = builtins.__build_class__(body, d.name, *bases, **keywords)
         else:
@@ -448,7 +450,7 @@ class Swapper:
         old running source (the baseline text) or the previous entry.
         """
         entry = (self.plan.disk.size, None, list(self.plan.lines), self.path)  # lines split outside the pause
-        previous = linecache.cache.get(self.path, _MISSING)
+        previous: Any = linecache.cache.get(self.path, _MISSING)
         base = get_baseline(self.name)
         if base is not None and self.plan.running_lines:
             previous = (base.state.size, None, list(self.plan.running_lines), self.path)

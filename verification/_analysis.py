@@ -150,8 +150,8 @@ def _impact(module: types.ModuleType, differ: Differ, thread_states, heap_scan: 
     layout = [f for f in differ.findings if f.code in _LAYOUT_CODES]
     inits = [c for c in differ.changes
              if isinstance(c, ModifyFunction) and c.new.name == "__init__" and c.scope and not c.line_only]
-    for f in layout:
-        cls = vars(module).get((f.qualname or "").split(".", 1)[0])
+    for finding in layout:
+        cls = vars(module).get((finding.qualname or "").split(".", 1)[0])
         if isinstance(cls, type):
             classes[cls.__qualname__] = cls
     # Heap scans only where they can find something: classes changed / generator code changed.
@@ -195,7 +195,8 @@ def _models(baseline: Baseline | None, source: SourceFile, path: str) -> tuple[M
         return old, cached_model(source.text, path, new_sha, previous=old)
     new = cached_model(source.text, path, new_sha)
     try:
-        old = cached_model(baseline.text, path, baseline.state.sha256, previous=new, code=baseline.code)
+        old = cached_model(baseline.text, path, baseline.state.sha256, previous=new,
+                           code=baseline.code if isinstance(baseline.code, types.CodeType) else None)
     except (SyntaxError, ValueError):
         old = None
     return old, new

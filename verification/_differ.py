@@ -109,6 +109,12 @@ class Differ:
         self.findings.append(Finding(code, qualname, message, detail))
 
     @property
+    def old_side(self) -> ModuleModel:
+        """The running version's model (only asked for where a definition has an old side, so there is one)."""
+        assert self.old_model is not None
+        return self.old_model
+
+    @property
     def index(self) -> LiveIndex:
         if self._index is None:
             assert self.module is not None
@@ -189,7 +195,7 @@ class Differ:
                         removed.setdefault(n, "statement-removed")
                     if not s.names:
                         self.add("statement-removed", None, f"removed statement at line {s.lineno} bound nothing; its effects stay")
-        else:
+        elif self.module is not None:
             owner = self.module.__name__
             for n, value in list(namespace.items()):
                 if n in still_bound or n.startswith("__"):
@@ -232,7 +238,7 @@ class Differ:
                  has_baseline: bool, dirty: _Dirty) -> None:
         q = new.qualname
         if old is not None and old.code == new.code and (
-            old.node is new.node or self.old_model.segment(old) == self.new_model.segment(new)):
+            old.node is new.node or self.old_side.segment(old) == self.new_model.segment(new)):
             self.dependent_function(prefix, new, old, namespace, dirty)
             return  # same text, same code, same lines: nothing to look up (the common case)
         if has_baseline and old is None:
@@ -242,7 +248,7 @@ class Differ:
             return
         live = [] if self.offline else self.live_functions(namespace, new, old)
         if not live and not self.offline:
-            if old is not None and self.old_model.segment(old) == self.new_model.segment(new):
+            if old is not None and self.old_side.segment(old) == self.new_model.segment(new):
                 return  # only moved, and nothing reachable runs it: nothing observable changes
             if any(isinstance(e, Statement) and new.name in e.names for e in self.scope_entries.get(prefix, ())):
                 return  # a plain statement re-binds the name; the def's function is not what runs
@@ -256,7 +262,7 @@ class Differ:
                 self.changes.append(AddDefinition(prefix, new))
             return
         old_code = old.code if old is not None else live[0].__code__
-        if old is not None and self.old_model.segment(old) == self.new_model.segment(new):
+        if old is not None and self.old_side.segment(old) == self.new_model.segment(new):
             # Same text: same code, defaults, decorators. At most the lines moved.
             if any(f.__code__ != new.code for f in live) or (self.offline and old.code != new.code):
                 self.add("line-shift", q, f"{q} moved from line {old_code.co_firstlineno} to {new.code.co_firstlineno}")
@@ -378,7 +384,7 @@ class Differ:
     def describe(self, old: FunctionDef | None, new: FunctionDef, old_code: types.CodeType) -> str:
         parts = []
         if old is not None:
-            a = self.old_model.segment(old).splitlines()
+            a = self.old_side.segment(old).splitlines()
             b = self.new_model.segment(new).splitlines()
             diff = list(difflib.unified_diff(a, b, "running", "disk", n=1, lineterm=""))[2:]
             parts.extend(diff[:40])
@@ -397,7 +403,7 @@ class Differ:
         live inner function gets the new inner code: exactly what calling the
         new enclosing function would make. Reached through the namespace.
         """
-        nested = {}
+        nested: dict[str, list[types.CodeType]] = {}
         for code in iter_code_tree(self.new_model.code):
             if "<locals>" in code.co_qualname:
                 nested.setdefault(code.co_qualname, []).append(code)
@@ -551,7 +557,7 @@ class Differ:
         # Replay the old body's own edits of it (``TABLE['b'] = TABLE['a']``, ``X.update(k=1)``): plain data only.
         ns = {name: literal}
         after = False
-        for e in old_scope.entries:
+        for e in old_scope.entries if old_scope is not None else ():
             if e is binders[0]:
                 after = True
                 continue
@@ -735,11 +741,11 @@ def _src(nodes: list) -> str:
     return ", ".join(ast.unparse(n) for n in nodes)
 
 
-def _defaults_dump(node: ast.AST) -> tuple:
+def _defaults_dump(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple:
     return (_dumps(node.args.defaults), _dumps(node.args.kw_defaults))
 
 
-def _annotations_dump(node: ast.AST) -> dict:
+def _annotations_dump(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict:
     a = node.args
     args = a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]
     out = {x.arg: ast.dump(x.annotation) for x in args if x.annotation}
@@ -748,14 +754,14 @@ def _annotations_dump(node: ast.AST) -> dict:
     return out
 
 
-def _body_dump(node: ast.AST | None) -> str | None:
+def _body_dump(node: ast.FunctionDef | ast.AsyncFunctionDef | None) -> str | None:
     if node is None:
         return None
     body = node.body[1:] if ast.get_docstring(node, clean=False) is not None else node.body
     return "\n".join(ast.dump(s) for s in body)
 
 
-def _handlers(node: ast.AST) -> tuple:
+def _handlers(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple:
     """Exception types a function's own body catches (nested definitions excluded)."""
     found: list[str] = []
 
@@ -772,7 +778,7 @@ def _handlers(node: ast.AST) -> tuple:
     return tuple(found)
 
 
-def _literal_defaults_differ(func: types.FunctionType, node: ast.AST) -> bool:
+def _literal_defaults_differ(func: types.FunctionType, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """Without a baseline: compare literal defaults with the live ones."""
     try:
         new_defaults = tuple(ast.literal_eval(d) for d in node.args.defaults) or None

@@ -92,7 +92,7 @@ def thread_impact(codes: CodeSet, states: dict[int, str] | None) -> tuple[Thread
     for tid, frame in sys._current_frames().items():
         if tid == me:
             continue
-        f = frame
+        f: types.FrameType | None = frame
         while f is not None:
             if f.f_code in codes:
                 found.append(ThreadImpact(tid, names.get(tid, str(tid)), states.get(tid), f.f_code.co_qualname,
@@ -108,7 +108,7 @@ def suspended_generators(codes: CodeSet) -> tuple[tuple[str, int], ...]:
         if isinstance(obj, types.GeneratorType | types.CoroutineType | types.AsyncGeneratorType):
             code = getattr(obj, "gi_code", None) or getattr(obj, "cr_code", None) or getattr(obj, "ag_code", None)
             frame = getattr(obj, "gi_frame", None) or getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
-            if code in codes and frame is not None:
+            if isinstance(code, types.CodeType) and code in codes and frame is not None:
                 counts[code.co_qualname] = counts.get(code.co_qualname, 0) + 1
     return tuple(sorted(counts.items()))
 
@@ -170,7 +170,7 @@ def dependents(module: types.ModuleType, changed: dict[str, str]) -> tuple[Depen
                 held.append("*")
                 effects.add("holds the module object: sees every change")
             elif id(v) in own or (id(v) in values and values[id(v)] == k):
-                src = own.get(id(v)) or values.get(id(v))
+                src = own.get(id(v)) or values.get(id(v)) or k
                 held.append(k if k == src else f"{k} (= {src})")
                 what = changed.get(src)
                 if what == "code":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import types
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 import attrs
 
@@ -29,7 +30,7 @@ class FunctionDef:
 
     @property
     def located(self) -> ast.FunctionDef | ast.AsyncFunctionDef:
-        return located(self.node, self.offset)
+        return cast("ast.FunctionDef | ast.AsyncFunctionDef", located(self.node, self.offset))
 
 
 @attrs.frozen(eq=False)
@@ -44,7 +45,7 @@ class ClassDef:
 
     @property
     def located(self) -> ast.ClassDef:
-        return located(self.node, self.offset)
+        return cast(ast.ClassDef, located(self.node, self.offset))
 
 
 @attrs.frozen(eq=False)
@@ -63,7 +64,7 @@ class Statement:
 
     @property
     def located(self) -> ast.stmt:
-        return located(self.node, self.offset)
+        return cast(ast.stmt, located(self.node, self.offset))
 
 
 Entry = FunctionDef | ClassDef | Statement
@@ -104,7 +105,7 @@ class ModuleModel:
     def segment(self, entry: Entry) -> str:
         """Source text of an entry, decorators included (cheap: no re-splitting)."""
         start = first_line(entry.node) + entry.offset
-        return "".join(self.lines[start - 1 : entry.node.end_lineno + entry.offset])
+        return "".join(self.lines[start - 1 : _end(entry.node) + entry.offset])
 
     @property
     def future_annotations(self) -> bool:
@@ -181,7 +182,7 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None,
         suffix += 1
     delta = n_new - n_old
     entries = previous.scope.entries
-    spans = [(first_line(e.node) + e.offset, e.node.end_lineno + e.offset) for e in entries]
+    spans = [(first_line(e.node) + e.offset, _end(e.node) + e.offset) for e in entries]
     # keep entry i at the front if the next entry also starts in the shared prefix
     head = 0
     while head < len(entries) - 1 and spans[head + 1][0] <= prefix:
@@ -294,7 +295,13 @@ def iter_code_tree(code: types.CodeType) -> Iterator[types.CodeType]:
 def first_line(node: ast.AST) -> int:
     """The line a definition starts on: its first decorator, if any."""
     decorators = getattr(node, "decorator_list", None)
-    return decorators[0].lineno if decorators else node.lineno
+    line = decorators[0].lineno if decorators else getattr(node, "lineno", 1)
+    return int(line or 1)
+
+
+def _end(node: ast.AST) -> int:
+    end = getattr(node, "end_lineno", None) or getattr(node, "lineno", None) or 1
+    return int(end)
 
 
 def _build_scope(body: list[ast.stmt], prefix: str, codes: dict) -> Scope:
