@@ -85,7 +85,7 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
         return empty_plan(module, Report.build(name, section, [finding]), path, source.state, source.text)
     except RecursionError:
         return empty_plan(module, Report.build(name, section, [_too_deep(path)]), path, source.state, source.text)
-    differ = Differ(module, old, new)
+    differ = Differ(module, old, new, sources)
     try:
         differ.scope("", old.scope if old else None, new.scope, module)
         differ.closures(module)

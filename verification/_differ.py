@@ -17,7 +17,7 @@ import functools
 import sys
 import types
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -91,8 +91,10 @@ class Differ:
     changed code keep their value and are named (``state-kept``).
     """
 
-    def __init__(self, module: types.ModuleType | None, old: ModuleModel | None, new: ModuleModel) -> None:
+    def __init__(self, module: types.ModuleType | None, old: ModuleModel | None, new: ModuleModel,
+                 sources: Callable[[str], str | None] | None = None) -> None:
         self.module = module
+        self.sources = sources
         self.offline = module is None
         self.old_model = old
         self.new_model = new
@@ -277,7 +279,13 @@ class Differ:
             replace = True
             self.add("closure-changed", q, f"{q} closure variables {old_code.co_freevars} -> {new.code.co_freevars}; a new function object replaces it")
         if _signature(old_code) != _signature(new.code):
-            self.add("signature-changed", q, f"{q} parameters changed: {_fmt_sig(old_code)} -> {_fmt_sig(new.code)}")
+            callers = self.outside_callers(prefix, new.name, live)
+            if callers:
+                self.add("signature-changed", q, f"{q} parameters changed: {_fmt_sig(old_code)} -> {_fmt_sig(new.code)};"
+                         f" callers outside the module may pass the old ones: {', '.join(callers)}")
+            else:
+                self.add("signature-changed-local", q, f"{q} parameters changed: {_fmt_sig(old_code)} -> {_fmt_sig(new.code)};"
+                         " no other loaded module refers to it, so every caller is the new code")
         defaults_changed = annotations_changed = doc_changed = False
         if old is not None:
             if _dumps(old.node.decorator_list) != _dumps(new.node.decorator_list):
@@ -338,6 +346,32 @@ class Differ:
         else:
             self.add("dependent-rerun", q, f"{q} default values use {', '.join(sorted(via_defaults))}, which the patch re-creates; they are evaluated again")
             self.changes.append(ModifyFunction(prefix, new, old, tuple(live), False, True, False, False, False))
+
+    def outside_callers(self, prefix: str, name: str, live: list[types.FunctionType]) -> list[str]:
+        """Loaded modules that may call ``name`` with the old parameters (offline: assume some do).
+
+        A module holding the function itself (``from m import f``), or one
+        holding this module or the class whose running source mentions the
+        name. Without the other module's source, holding is enough to count.
+        """
+        if self.offline or self.module is None:
+            return ["(offline: unknown)"]
+        owner = vars(self.module).get(prefix.split(".", 1)[0]) if prefix else self.module
+        held = {id(f) for f in live} | {id(vars(self.module).get(name))} if not prefix else {id(owner)}
+        found = []
+        for other_name, other in list(sys.modules.items()):
+            ns = getattr(other, "__dict__", None)
+            if other is self.module or not isinstance(ns, dict):
+                continue
+            values = {id(v) for v in list(ns.values())}
+            holds_it = bool(values & held)
+            holds_module = id(self.module) in values or (prefix and id(owner) in values)
+            if not holds_it and not holds_module:
+                continue
+            text = self.sources(other_name) if self.sources is not None and not holds_it else None
+            if holds_it or text is None or name in text:  # holding the function itself: imported to be used
+                found.append(other_name)
+        return sorted(found)
 
     def hooks(self, prefix: str, new: FunctionDef, old: FunctionDef | None) -> None:
         """Functions Python calls only while creating classes: changing them does not touch existing classes."""

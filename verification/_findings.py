@@ -53,6 +53,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "enum-member-added": (SAFE, "members were added to an Enum; existing members keep their identity, new ones join them in source order"),
     "dependent-rerun": (SAFE, "an unchanged statement or definition uses what the patch re-creates; it runs again, in source order"),
     "state-kept": (SAFE, "an unchanged statement keeps module data it computed with code the patch changes (state kept on purpose)"),
+    "signature-changed-local": (SAFE, "a function's parameters changed and no other loaded module refers to it: every caller is the new code"),
     "body-changed": (SAFE, "a function's body changed; the function keeps its identity"),
     "defaults-changed": (SAFE, "a function's default values changed"),
     "annotations-changed": (SAFE, "a function's annotations changed"),

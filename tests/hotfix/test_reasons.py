@@ -56,10 +56,11 @@ EXPECTED = {
     "enum-member-added": "Color",
     "dependent-rerun": "TABLE",
     "state-kept": "X",
+    "signature-changed-local": "f",
 }
 
 #: Codes found only in a running process (live holders, instances, state), not by the offline diff.
-LIVE_ONLY = {"init-changed-live-instances", "state-reset", "old-object-held", "cached-values", "dependent-rerun",
+LIVE_ONLY = {"signature-changed-local", "init-changed-live-instances", "state-reset", "old-object-held", "cached-values", "dependent-rerun",
              "state-kept"}
 #: Codes that name a difference from a fresh import (the names they carry, and holders in their detail, are
 #: not compared); class-creation hooks mean existing classes differ (the classes are not compared).
@@ -67,9 +68,15 @@ DIFFERENCES = {"state-kept", "state-reset", "old-object-held", "cached-values"}
 HOOKS = {"init-subclass-changed", "metaclass-hook-changed", "abstract-method-added", "set-name-changed"}
 
 
+#: Codes about other modules: a dependent that imports from the fixture module is loaded too.
+HOLDERS = {"signature-changed": "from {module} import f\n"}
+
+
 def load_pair(modules, code: str):
     before = (REASONS_DIR / f"{code}.before.py").read_bytes()
     m = modules.create(before.decode())
+    if code in HOLDERS:
+        modules.create(HOLDERS[code].format(module=m.__name__))
     shutil.copyfile(REASONS_DIR / f"{code}.after.py", modules.path(m.__name__))
     return m
 
