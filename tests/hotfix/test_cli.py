@@ -26,7 +26,7 @@ V1 = """
         return x
 """
 SAFE = V1.replace("return 1", "return 2")
-RISKY = V1.replace("def g(x):\n        return x", "def g(x, y=0):\n        return x + y")
+RISKY = V1.replace("def g(x):\n        return x", "def g(x):\n        try:\n            return x + 1\n        except KeyError:\n            return 0")
 BLOCKED = "def f(:\n    pass\n"
 
 

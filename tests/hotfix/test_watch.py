@@ -202,7 +202,7 @@ def test_risky_change_is_rejected_without_allow_risky(modules, events):
     mod = modules.create(V1)
     before = snapshot(mod)
     with watch([modules.dir], policy="apply", debounce=0.05, probation=0, on_event=events):
-        modules.write(mod, V1.replace("def price(qty):", "def price(qty, unit=2):").replace("qty * 2", "qty * unit"))
+        modules.write(mod, V1.replace("return qty * 2", "try:\n            return qty * 3\n        except KeyError:\n            return 0"))
         event = events.wait_for(lambda e: e.module == mod.__name__)
     assert event.action == "rejected" and event.verdict == "risky"
     assert "allow_risky" in event.error

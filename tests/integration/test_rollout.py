@@ -28,7 +28,7 @@ V1 = """
         return 1
 """
 SAFE = V1.replace("return 1", "return 2")
-RISKY = "def f(x=0):\n    return 2\n"
+RISKY = "def f():\n    try:\n        return 2\n    except KeyError:\n        return 0\n"
 BLOCKED = "def f(:\n"
 
 
