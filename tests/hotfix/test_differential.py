@@ -32,6 +32,7 @@ import uuid
 import pytest
 
 import hotfix
+from tests.helpers import FIXTURES
 
 ROUNDS = int(os.environ.get("HOTFIX_DIFF_ROUNDS", "1"))
 SEEDS = range(24 * ROUNDS)
@@ -505,3 +506,26 @@ def test_random_edits_keep_the_verdicts_promise(tmp_path, seed):
             text = new_text
     finally:
         packages.close()
+
+
+# --------------------------------------------------------------------------- divergences found, kept as fixtures
+
+DIVERGENCES = FIXTURES / "divergences"
+
+
+@pytest.mark.parametrize("name", sorted(p.name.removesuffix(".before.py") for p in DIVERGENCES.glob("*.before.py")))
+def test_divergence_fixture_matches_a_fresh_import_and_rolls_back(modules, name):
+    """Each pair once diverged from a fresh import; ``__probe__()`` is what a user observes."""
+    before = (DIVERGENCES / f"{name}.before.py").read_text()
+    after = (DIVERGENCES / f"{name}.after.py").read_text()
+    m = modules.create(before)
+    seen_before = m.__probe__()
+    identities = {k: id(v) for k, v in vars(m).items()}
+    modules.write(m, after)
+    report = hotfix.dry_run(m)
+    assert report.verdict != "blocked", report
+    applied = hotfix.apply(m, probation=0, allow_risky=True)
+    assert m.__probe__() == modules.create(after, prefix="hffresh").__probe__(), report
+    hotfix.rollback(applied.id)
+    assert m.__probe__() == seen_before
+    assert {k: id(v) for k, v in vars(m).items()} == identities
