@@ -290,6 +290,82 @@ def with_workers(app: App, variant: str, count: int, idle_window: tuple[float, f
     return out
 
 
+def latency_mode(cfg: dict) -> dict:
+    """What a worker feels: short-period workers, longest gap during each patch vs without.
+
+    ``workers`` registered threads each loop: sleep ``period`` inside
+    ``idle()`` (a worker waiting for its next request), one small job inside
+    ``critical()``, a timestamp. The app is patched ``patches`` times (a new
+    one-line fix each time); per patch the longest gap between two jobs of
+    any worker that overlaps the patch, and the longest gap in a window of
+    the same length with no patch (taken right after).
+    """
+    import safepoints
+
+    sys.path.insert(0, cfg["dir"])
+    if cfg.get("warmup", True):
+        warm_up(cfg)
+    engine = ENGINES[cfg["engine"]]()
+    engine.before_import()
+    name = cfg["app"]
+    path = os.path.join(cfg["dir"], name + ".py")
+    mod = importlib.import_module(name)
+    engine.after_import(mod)
+    count, period = cfg["workers"], cfg["period"]
+    stop = threading.Event()
+    ready = threading.Barrier(count + 1)
+    stamps: list[list[float]] = [[] for _ in range(count)]
+    failures: list[str] = []
+
+    def loop(i: int) -> None:
+        record = stamps[i].append
+        k = 0
+        with safepoints.worker(f"lat-{i}"):
+            ready.wait()
+            while not stop.is_set():
+                with safepoints.idle():
+                    time.sleep(period)
+                try:
+                    with safepoints.critical():
+                        mod.work(k)
+                except Exception as exc:  # noqa: BLE001 - a job that failed during the patch is a result
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                record(pc())
+                k += 1
+
+    threads = [threading.Thread(target=loop, args=(i,), name=f"lat-{i}", daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    time.sleep(cfg.get("settle", 0.3))  # workers in their rhythm (and any background work after import done)
+    rounds = []
+    for i in range(cfg["patches"]):
+        want = 10 + i
+        gen.write_source(path, gen.render(cfg["n"], "fix", k=want))
+        t0 = pc()
+        extra = engine.apply(mod)
+        t1 = pc()
+        ok = sys.modules[name].target(1) == 1 + want
+        time.sleep(0.01)
+        a = pc()
+        time.sleep(t1 - t0)
+        b = pc()
+        time.sleep(0.01)
+        rounds.append({"seconds": t1 - t0, "a": a, "b": b, "t0": t0, "t1": t1, "visible": ok,
+                       "held": extra.get("stall_seconds")})
+    stop.set()
+    for t in threads:
+        t.join()
+    for r in rounds:
+        r["patch_gap"] = max_gap(stamps, r.pop("t0"), r.pop("t1"))
+        r["idle_gap"] = max_gap(stamps, r.pop("a"), r.pop("b"))
+    jobs = sum(len(s) for s in stamps)
+    prebuilt = sys.modules["hotfix._prebuild"].built() if "hotfix._prebuild" in sys.modules else None
+    return {"engine": engine.name, "n": cfg["n"], "workers": count, "period": period, "patches": rounds, "built": prebuilt,
+            "jobs": jobs, "failed_jobs": len(failures), "failure_example": failures[0][:200] if failures else None,
+            "switch_interval": sys.getswitchinterval(), "python": sys.version.split()[0]}
+
+
 # --------------------------------------------------------------------------- call cost
 
 
@@ -468,7 +544,7 @@ def modules_mode(cfg: dict) -> dict:
 
 def main() -> int:
     cfg = json.loads(sys.argv[1])
-    mode = {"engine": engine_mode, "modules": modules_mode}[cfg["mode"]]
+    mode = {"engine": engine_mode, "modules": modules_mode, "latency": latency_mode}[cfg["mode"]]
     result = mode(cfg)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

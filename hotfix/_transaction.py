@@ -115,6 +115,7 @@ from . import _audit, _events
 from ._audit import AuditWriteError, configure_audit
 from ._baseline import get_baseline, set_code_cache
 from ._exceptions import HotfixError, PatchRejected, PatchRolledBack, RollbackIncomplete
+from ._latency import responsive
 from ._outcomes import PatchStatus, Reason, State
 from ._probation import ProbationWatch, instrumented_twin
 from ._records import Patch, Rollback, SwapEvent
@@ -212,8 +213,9 @@ def resolve_module(target: Target) -> types.ModuleType:
 def dry_run(target: Target) -> Report:
     """Verify a module against its file on disk. Changes nothing, runs no module code."""
     module = resolve_module(target)
-    return analyze(module, get_baseline(module.__name__), thread_states=_worker_states(), heap_scan=True,
-                   sources=_running_source).report
+    with responsive():  # workers keep their turn on the GIL while this computes
+        return analyze(module, get_baseline(module.__name__), thread_states=_worker_states(), heap_scan=True,
+                       sources=_running_source).report
 
 
 def _running_source(name: str) -> str | None:
@@ -536,8 +538,9 @@ class _Apply:
 
     def step_verify(self) -> None:
         states = _worker_states()
-        self.plans = [analyze(m, get_baseline(m.__name__), thread_states=states, sources=_running_source)
-                      for m in self.modules]
+        with responsive():  # workers keep their turn on the GIL while this computes
+            self.plans = [analyze(m, get_baseline(m.__name__), thread_states=states, sources=_running_source)
+                          for m in self.modules]
         self.reports = tuple(a.report for a in self.plans)
         self.report = self.reports[0] if len(self.reports) == 1 else self.reports
         self.shas = tuple(a.disk.sha256 for a in self.plans)

@@ -16,6 +16,7 @@ from ._changes import (
     RunStatement,
     UpdateStarImport,
 )
+from ._chunked import prebuild_model, yielding
 from ._findings import BLOCKED, REASONS, RISKY, SAFE, Finding
 from ._impact import Dependent, Impact, ThreadImpact
 from ._model import ClassDef, CodeSet, FunctionDef, build_model, iter_code_tree
@@ -59,7 +60,9 @@ __all__ = [
     "compare_files",
     "iter_code_tree",
     "module_source_path",
+    "prebuild_model",
     "read_state",
     "sha256_hex",
     "verify_swap",
+    "yielding",
 ]

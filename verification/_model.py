@@ -10,11 +10,14 @@ gets swapped in is exactly what compiling the file on disk produces.
 from __future__ import annotations
 
 import ast
+import threading
 import types
 from collections.abc import Iterable, Iterator
 from typing import cast
 
 import attrs
+
+from ._chunked import compile_around, parse_in_pieces
 
 CO_FUTURE_ANNOTATIONS = 0x1000000
 
@@ -129,7 +132,7 @@ def build_model(text: str, path: str, code: types.CodeType | None = None) -> Mod
     ``code``: the module code already compiled from exactly this text (kept
     by the import hook), so only the parse is needed.
     """
-    tree = ast.parse(text, filename=path)
+    tree = ast.parse(text, filename=path) if code is None else parse_in_pieces(text, path, code)
     if code is None:
         try:
             code = compile(tree, path, "exec", dont_inherit=True)
@@ -168,8 +171,6 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None,
     """
     if previous is None:
         return build_model(text, path, code)
-    if code is None:
-        code = compile(text, path, "exec", dont_inherit=True)
     new_lines = text.splitlines(keepends=True)
     old_lines = previous.lines
     n_old, n_new = len(old_lines), len(new_lines)
@@ -194,6 +195,8 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None,
         tail -= 1
     start = spans[head - 1][1] + 1 if head > 0 else 1  # right after the last kept entry: the edit may be in between
     stop = (spans[tail][0] + delta - 1) if tail < len(entries) else n_new
+    if code is None:  # compile only the edited region when that is exact, else all of it (checks the syntax)
+        code = compile_around(previous, new_lines, path, head, tail, start, stop, delta) or compile(text, path, "exec", dont_inherit=True)
     try:
         middle = ast.parse("".join(new_lines[start - 1 : stop]), filename=path).body if stop >= start else []
     except (SyntaxError, ValueError):
@@ -257,6 +260,7 @@ def located(node: ast.AST, offset: int) -> ast.AST:
 
 
 _cache: dict[tuple[str, str], ModuleModel] = {}
+_cache_lock = threading.Lock()
 #: A parsed model weighs about 100x its source text (the AST); the cache keeps recently
 #: used models within this estimate, and always the two most recent (running + disk).
 _CACHE_BUDGET = 64 * 1024 * 1024
@@ -271,15 +275,17 @@ def cached_model(text: str, path: str, sha256: str, previous: ModuleModel | None
     parsed incrementally.
     """
     key = (path, sha256)
-    model = _cache.pop(key, None)
+    with _cache_lock:  # dry runs, applies and the background prebuild may run at once
+        model = _cache.pop(key, None)
     if model is None:
         if previous is not None:
             model = build_model_incremental(text, path, previous, code)
         else:
             model = build_model(text, path, code)
-    _cache[key] = model  # most recently used last
-    while len(_cache) > 2 and sum(len(m.text) for m in _cache.values()) * _MODEL_WEIGHT > _CACHE_BUDGET:
-        del _cache[next(iter(_cache))]
+    with _cache_lock:
+        _cache[key] = model  # most recently used last
+        while len(_cache) > 2 and sum(len(m.text) for m in _cache.values()) * _MODEL_WEIGHT > _CACHE_BUDGET:
+            del _cache[next(iter(_cache))]
     return model
 
 

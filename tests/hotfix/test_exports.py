@@ -28,7 +28,7 @@ PUBLIC = {
         "Finding", "FunctionDef", "Impact", "ModifyFunction", "Plan", "Probe", "REASONS", "RISKY", "Rebind",
         "RemoveName", "Report", "RetargetClosure", "RunStatement", "SAFE", "SCHEMA_VERSION", "SourceProblem",
         "SourceSection", "ThreadImpact", "UNCHANGED", "UpdateStarImport", "VERDICTS", "analyze", "build_model", "compare_files",
-        "iter_code_tree", "module_source_path", "read_state", "sha256_hex", "verify_swap",
+        "iter_code_tree", "module_source_path", "prebuild_model", "read_state", "sha256_hex", "verify_swap", "yielding",
     },
 }
 

@@ -1,0 +1,141 @@
+"""The running version's model, built in the background after import.
+
+The first dry run (or apply) of a module needs the running version as a
+*model* (its source parsed into definitions; see ``verification``). Parsing
+a large file costs more than compiling it, so doing it on the first patch
+makes that patch slower than ``importlib.reload``. Later patches reuse it.
+
+So after the imports settle, one daemon thread builds the models of the
+application's baselined modules, at low priority:
+
+* it starts only after ``QUIET`` seconds without a new import (startup
+  first), and handles one module at a time, oldest import first;
+* it parses a few hundred lines at a time (``verification`` cuts the text
+  at top-level definitions, using the code object kept at import, so it is
+  never re-compiled), runs with a short switch interval, and after each
+  piece sleeps as long as the piece took: it never takes more than about
+  half of the GIL, and a worker waiting for the GIL gets it quickly;
+* only application modules: nothing under the standard library or the
+  installed packages (``sysconfig``), and at most ``SOURCE_BUDGET`` bytes of
+  source in all (a model weighs ~100x its text; the model cache is bounded
+  too, see ``verification``);
+* a module whose baseline changed meanwhile (patched, re-imported) is
+  skipped; one whose model is already cached (a dry run got there first)
+  costs nothing. Errors are logged at debug level and never raised.
+
+After ``fork()`` the thread does not exist in the child: it is started
+again there if there is work left. ``ENABLED = False`` turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sysconfig
+import threading
+import time
+
+from verification import prebuild_model, yielding
+
+from ._latency import responsive
+
+ENABLED = True
+#: Seconds without a new import before building starts.
+QUIET = 0.5
+#: Source bytes whose models are built in all (about 100x that in memory).
+SOURCE_BUDGET = 320 * 1024
+
+_log = logging.getLogger("hotfix")
+_cond = threading.Condition()
+_queue: dict[str, None] = {}  # module names, oldest import first
+_last_import = 0.0
+_thread: threading.Thread | None = None
+_spent = 0
+_built: list[str] = []  # names of modules whose model this thread built (for tests and benchmarks)
+
+
+def _system_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+
+
+_SYSTEM = _system_dirs()
+
+
+def enqueue(name: str) -> None:
+    """A module was just imported with a baseline: build its model later, in the background."""
+    global _last_import, _thread
+    if not ENABLED:
+        return
+    with _cond:
+        _queue[name] = None
+        _last_import = time.monotonic()
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_run, name="hotfix-prebuild", daemon=True)
+            _thread.start()
+        _cond.notify()
+
+
+def built() -> list[str]:
+    """Modules whose running model the background thread built, in order."""
+    with _cond:
+        return list(_built)
+
+
+def _run() -> None:
+    while True:
+        with _cond:
+            while not _queue:
+                _cond.wait()
+            while (wait := _last_import + QUIET - time.monotonic()) > 0:
+                _cond.wait(wait)
+            name = next(iter(_queue))
+            del _queue[name]
+        try:
+            _build(name)
+        except Exception:  # noqa: BLE001 - a background nicety must never disturb the service
+            _log.debug("prebuild of %s failed", name, exc_info=True)
+
+
+def _build(name: str) -> None:
+    global _spent
+    from ._baseline import get_baseline  # _baseline calls enqueue(): import here, not at the top
+
+    baseline = get_baseline(name)
+    if baseline is None or baseline.code is None:
+        return
+    path = os.path.realpath(baseline.state.path)
+    if path.startswith(_SYSTEM) or _spent + baseline.state.size > SOURCE_BUDGET:
+        return
+    with responsive(), yielding(_give_way()):
+        if get_baseline(name) is not baseline:
+            return
+        done = prebuild_model(baseline.text, baseline.state.path, baseline.state.sha256, baseline.code)
+    if done:
+        with _cond:
+            _spent += baseline.state.size
+            _built.append(name)
+
+
+def _give_way():  # noqa: ANN202 - a callback factory
+    """After each piece: sleep as long as it took (at most half the GIL for us)."""
+    mark = [time.perf_counter()]
+
+    def between() -> None:
+        now = time.perf_counter()
+        time.sleep(max(now - mark[0], 0.0005))
+        mark[0] = time.perf_counter()
+
+    return between
+
+
+def _after_fork_in_child() -> None:
+    global _cond, _thread
+    _cond = threading.Condition()  # the parent's may have been held by its thread at fork time
+    _thread = None
+    if _queue:
+        enqueue(next(iter(_queue)))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
