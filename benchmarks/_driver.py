@@ -50,6 +50,9 @@ class Engine(abc.ABC):
     def after_import(self, module) -> None:  # noqa: B027 - optional hook, empty by default
         """Runs after the app is imported, before any edit."""
 
+    def settle(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Runs after the settle time that follows the import (untimed)."""
+
     @abc.abstractmethod
     def apply(self, module) -> dict:
         """Adopt the file on disk; return extra facts (stall, verdict)."""
@@ -63,6 +66,12 @@ class Hotfix(Engine):
 
         self.hotfix = hotfix
         hotfix.install()
+
+    def settle(self) -> None:
+        # a patch comes long after import in real life: by then the running model is built
+        from hotfix import _prebuild
+
+        _prebuild.wait_idle(30)
 
     def apply(self, module) -> dict:
         patch = self.hotfix.apply(module.__name__, probation=0, timeout=5.0)
@@ -186,6 +195,20 @@ class App:
         out["seconds"] = pc() - t0
         self.variant = variant
         self.check(variant, text)
+        return out
+
+    def patch_again(self, k: int) -> dict:
+        """Another one-line fix (``x + k``), timed like ``patch``; correctness checks are not repeated."""
+        out: dict = {"variant": f"fix k={k}"}
+        t0 = pc()
+        try:
+            gen.write_source(self.path, gen.render(self.n, "fix", k=k))
+            out.update(self.engine.apply(self.mod))
+            out["visible"] = sys.modules[self.name].target(1) == 1 + k
+        except BaseException as exc:  # noqa: BLE001 - a peer failing is a result, not a crash
+            out["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            self.errors.append(f"later: {out['error']}")
+        out["seconds"] = pc() - t0
         return out
 
     def record(self, name: str, fn) -> None:
@@ -338,6 +361,7 @@ def latency_mode(cfg: dict) -> dict:
         t.start()
     ready.wait()
     time.sleep(cfg.get("settle", 0.3))  # workers in their rhythm (and any background work after import done)
+    engine.settle()
     rounds = []
     for i in range(cfg["patches"]):
         want = 10 + i
@@ -470,6 +494,9 @@ def engine_mode(cfg: dict) -> dict:
         warm_up(cfg)
     engine = ENGINES[cfg["engine"]]()
     app = App(cfg, engine)
+    if cfg.get("settle"):
+        time.sleep(cfg["settle"])  # every engine alike: the process runs a while before a patch
+        engine.settle()
     res: dict = {"engine": engine.name, "n": app.n, "heap": len(heap), "python": sys.version.split()[0]}
     text = gen.render(app.n, "fix")
     gc.collect()
@@ -478,6 +505,9 @@ def engine_mode(cfg: dict) -> dict:
     res["compile_seconds"] = pc() - t0
     gc.collect()
     res["fix"] = app.patch("fix")
+    if cfg.get("later"):
+        gc.collect()
+        res["later"] = app.patch_again(7)
     if cfg.get("dry_runs") and engine.name == "hotfix":
         import hotfix
 

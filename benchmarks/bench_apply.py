@@ -37,13 +37,14 @@ SIZES = (50, 200, 1000)
 STALL_SIZES = (200, 1000)
 CALL_SIZE = 200
 PROBATION_WINDOW = 0.6
+SETTLE = 0.7  # seconds between import and the first patch, every engine (hotfix builds its running model then)
 
 
 def child_config(engine: str, n: int, quick: bool, d: str, app: str) -> dict:
     heavy = quick and engine == "jurigged" and n >= 1000  # jurigged's matching is O(N^2): seconds per patch
     return {"mode": "engine", "engine": engine, "dir": d, "app": app, "holder": app + "_h", "n": n,
             "stall": n in STALL_SIZES and not heavy, "shift": not heavy, "calls": n == CALL_SIZE,
-            "probation": PROBATION_WINDOW if n == CALL_SIZE else 0}
+            "probation": PROBATION_WINDOW if n == CALL_SIZE else 0, "settle": SETTLE, "later": True}
 
 
 def restart_seconds(d: str, name: str) -> float:
@@ -97,7 +98,8 @@ def build(raw: dict, quick: bool) -> dict:
     apply_t = {e: {n: _phase(runs[e][n], "fix") for n in SIZES} for e in engines}
     compile_t = {n: c.summarize([r["compile_seconds"] for e in engines for r in runs[e][n]]) for n in SIZES}
     shift_t = {e: {n: _phase(runs[e][n], "shift") for n in SIZES} for e in engines}
-    data.update(apply=apply_t, compile=compile_t, shift=shift_t)
+    later_t = {e: {n: _phase(runs[e][n], "later") for n in SIZES} for e in engines}
+    data.update(apply=apply_t, compile=compile_t, shift=shift_t, later=later_t)
 
     rows = [[e] + [c.fmt_summary_time(apply_t[e][n]) for n in SIZES] for e in engines]
     rows.append(["compile() floor"] + [c.fmt_summary_time(compile_t[n]) for n in SIZES])
@@ -110,6 +112,9 @@ def build(raw: dict, quick: bool) -> dict:
         rows.append(["hotfix / compile()"] + [c.fmt_summary_x(floor[n]) for n in SIZES])
     t_rel = c.md_table(["ratio (min / median)"] + [f"N={n}" for n in SIZES], rows)
     data.update(relative=rel, hotfix_over_compile=floor)
+
+    rows = [[e] + [c.fmt_summary_time(later_t[e][n]) for n in SIZES] for e in engines]
+    t_later = c.md_table(["engine"] + [f"N={n}" for n in SIZES], rows)
 
     rows = [[e] + [c.fmt_summary_time(shift_t[e][n]) for n in SIZES] for e in engines]
     t_shift = c.md_table(["engine"] + [f"N={n}" for n in SIZES], rows)
@@ -202,8 +207,16 @@ def build(raw: dict, quick: bool) -> dict:
     if "hotfix" in engines:
         h = "hotfix"
         if "reload" in engines:
-            summary.append(c.summary_row("apply one-line fix, N=1000: hotfix / importlib.reload",
-                                         c.fmt_summary_x(c.ratio(apply_t[h][1000], apply_t["reload"][1000])), "—", None))
+            first = c.ratio(apply_t[h][1000], apply_t["reload"][1000])
+            summary.append(c.summary_row(
+                f"apply one-line fix, first after import, N=1000: hotfix / importlib.reload "
+                f"({c.fmt_summary_time(apply_t[h][1000])} vs {c.fmt_summary_time(apply_t['reload'][1000])})",
+                c.fmt_summary_x(first), "≤ 1x", first["median"] is not None and first["median"] <= 1))
+            later = c.ratio(later_t[h][1000], later_t["reload"][1000])
+            summary.append(c.summary_row(
+                f"apply one-line fix, later, N=1000: hotfix / importlib.reload "
+                f"({c.fmt_summary_time(later_t[h][1000])} vs {c.fmt_summary_time(later_t['reload'][1000])})",
+                c.fmt_summary_x(later), "≤ 1x (keep)", later["median"] is not None and later["median"] <= 1))
         summary.append(c.summary_row("apply one-line fix, N=1000: hotfix / compile() floor",
                                      c.fmt_summary_x(floor[1000]), "—", None))
         summary.append(c.summary_row("restart / hotfix apply (N=1000)", c.fmt_summary_x(restart_ratio), "—", None))
@@ -218,9 +231,14 @@ def build(raw: dict, quick: bool) -> dict:
         summary.append(c.summary_row("hotfix correctness checks", f"{passed}/{total}", "all ✓", passed == total))
         if h in calls:
             fn = calls[h]["function"]
-            summary.append(c.summary_row("call cost after a patch, hotfix: patched / fresh",
-                                         c.fmt_summary_x(fn, 3), "1.00 ± 0.03",
-                                         fn["median"] is not None and abs(fn["median"] - 1) <= 0.03))
+            within = fn["median"] is not None and abs(fn["median"] - 1) <= 0.03
+            limit = sys.version_info >= (3, 13)  # __code__ writes disable call specialization (README)
+            row = c.summary_row(
+                f"call cost after a patch, hotfix: patched / fresh (Python {sys.version_info[0]}.{sys.version_info[1]})",
+                c.fmt_summary_x(fn, 3), "1.00 ± 0.03" + (", or the documented 3.13+ limit" if limit else ""), within)
+            if limit and not within:
+                row["met"] = f"{c.CROSS} (documented limit)"
+            summary.append(row)
         if "probation" in data:
             summary.append(c.summary_row(f"call cost during probation / after ({data['probation']['mechanism']})",
                                          c.fmt_summary_x(data["probation"]["call"], 3), "—", None))
@@ -232,11 +250,14 @@ def build(raw: dict, quick: bool) -> dict:
         notes.append("quick: jurigged at N=1000 is timed for the one-line fix only (no stall, no shift phase).")
     notes.append(f"{raw['rounds']} rounds, engines interleaved (order rotates each round); each figure is min / median over rounds.")
     notes.append("each child first patches a small separate module once (warm-up), so one-time costs such as lazy imports are not in the figures.")
+    notes.append(f"every engine's child waits {SETTLE} s after importing the app before the first patch (a patch comes long after "
+                 "import in real life); hotfix also waits for its background build of the running model to finish (untimed).")
     notes.extend(f"child failed: {f}" for f in raw["failures"][:5])
 
     tables = [
         "**Apply time, one-line fix** (file rewritten → verified/reloaded → new behaviour visible; min / median)\n\n" + t_apply,
         "**Relative apply time** (>1: slower than hotfix)\n\n" + t_rel,
+        "**Apply time, a later one-line fix** (the second patch of the app in the process, no workers)\n\n" + t_later,
         "**Line-shifting edit** (a method gains a line; every later definition moves down)\n\n" + t_shift,
         "**Worker stall**, 8 busy workers (only hotfix parks them; gaps also include GIL scheduling)\n\n" + t_stall,
         "**Correctness** (✓ only if it held after every patch, at every N, in every round)\n\n" + t_checks,

@@ -22,7 +22,7 @@ import time
 
 import _common as c
 
-SCRIPTS = ("bench_apply.py", "bench_heap.py", "bench_dryrun.py", "bench_memory.py")
+SCRIPTS = ("bench_latency.py", "bench_apply.py", "bench_import.py", "bench_heap.py", "bench_dryrun.py", "bench_memory.py")
 OPTIONAL = ("bench_safepoints.py",)
 
 
@@ -65,7 +65,7 @@ def _failed(script: str, why: str, started: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds: under 5 minutes on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds: a few minutes per Python version on 2 cores")
     parser.add_argument("--json", metavar="OUT", default=os.path.join(c.HERE, "results.json"),
                         help="where to write the results (default: benchmarks/results.json)")
     args = parser.parse_args(argv)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     for script in scripts:
         print(f"[run_all] {script} ...", file=sys.stderr, flush=True)
-        sec = run_script(script, args.quick, timeout=240 if args.quick else 1500)
+        sec = run_script(script, args.quick, timeout=480 if args.quick else 1800)
         print(f"[run_all] {script} done in {sec.get('elapsed_seconds', 0):.0f} s", file=sys.stderr, flush=True)
         sections.append(sec)
     env = c.environment()

@@ -51,6 +51,7 @@ _queue: dict[str, None] = {}  # module names, oldest import first
 _last_import = 0.0
 _thread: threading.Thread | None = None
 _spent = 0
+_busy = False
 _built: list[str] = []  # names of modules whose model this thread built (for tests and benchmarks)
 
 
@@ -61,6 +62,11 @@ def _system_dirs() -> tuple[str, ...]:
 
 
 _SYSTEM = _system_dirs()
+
+
+def is_application(path: str) -> bool:
+    """Not part of the standard library or the installed packages."""
+    return not os.path.realpath(path).startswith(_SYSTEM)
 
 
 def enqueue(name: str) -> None:
@@ -74,7 +80,19 @@ def enqueue(name: str) -> None:
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="hotfix-prebuild", daemon=True)
             _thread.start()
-        _cond.notify()
+        _cond.notify_all()
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait until nothing is queued or being built (tests, benchmarks); False on timeout."""
+    deadline = time.monotonic() + timeout
+    with _cond:
+        while _queue or _busy:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _cond.wait(left)
+    return True
 
 
 def built() -> list[str]:
@@ -84,6 +102,7 @@ def built() -> list[str]:
 
 
 def _run() -> None:
+    global _busy
     while True:
         with _cond:
             while not _queue:
@@ -92,10 +111,15 @@ def _run() -> None:
                 _cond.wait(wait)
             name = next(iter(_queue))
             del _queue[name]
+            _busy = True
         try:
             _build(name)
         except Exception:  # noqa: BLE001 - a background nicety must never disturb the service
             _log.debug("prebuild of %s failed", name, exc_info=True)
+        finally:
+            with _cond:
+                _busy = False
+                _cond.notify_all()
 
 
 def _build(name: str) -> None:
@@ -105,8 +129,7 @@ def _build(name: str) -> None:
     baseline = get_baseline(name)
     if baseline is None or baseline.code is None:
         return
-    path = os.path.realpath(baseline.state.path)
-    if path.startswith(_SYSTEM) or _spent + baseline.state.size > SOURCE_BUDGET:
+    if not is_application(baseline.state.path) or _spent + baseline.state.size > SOURCE_BUDGET:
         return
     with responsive(), yielding(_give_way()):
         if get_baseline(name) is not baseline:
@@ -131,9 +154,10 @@ def _give_way():  # noqa: ANN202 - a callback factory
 
 
 def _after_fork_in_child() -> None:
-    global _cond, _thread
+    global _cond, _thread, _busy
     _cond = threading.Condition()  # the parent's may have been held by its thread at fork time
     _thread = None
+    _busy = False
     if _queue:
         enqueue(next(iter(_queue)))
 
