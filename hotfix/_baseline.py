@@ -37,8 +37,6 @@ from collections.abc import Iterable
 
 from verification import Baseline, FileState, sha256_hex
 
-from . import _prebuild
-
 _lock = threading.Lock()
 _baselines: dict[str, Baseline] = {}
 _code_cache: str | None = None
@@ -152,6 +150,8 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
         text = importlib.util.decode_source(data)
         state = FileState(path=path, mtime_ns=st.st_mtime_ns, size=len(data), sha256=sha)
         set_baseline(fullname, Baseline(state=state, text=text, code=code))
+        from . import _prebuild  # loaded by the first baselined import, not by install()
+
         _prebuild.enqueue(fullname)  # the running version's model, built in the background
         return code
 

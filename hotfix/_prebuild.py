@@ -15,10 +15,10 @@ application's baselined modules, at low priority:
   never re-compiled), runs with a short switch interval, and after each
   piece sleeps as long as the piece took: it never takes more than about
   half of the GIL, and a worker waiting for the GIL gets it quickly;
-* only application modules: nothing under the standard library or the
-  installed packages (``sysconfig``), and at most ``SOURCE_BUDGET`` bytes of
-  source in all (a model weighs ~100x its text; the model cache is bounded
-  too, see ``verification``);
+* only modules with a baseline, that is the modules in ``install()``'s
+  scope (application code by default, see ``hotfix._scope``), and at most
+  ``SOURCE_BUDGET`` bytes of source in all (a model weighs ~100x its text;
+  the model cache is bounded too, see ``verification``);
 * a module whose baseline changed meanwhile (patched, re-imported) is
   skipped; one whose model is already cached (a dry run got there first)
   costs nothing. Errors are logged at debug level and never raised.
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sysconfig
 import threading
 import time
 
@@ -53,20 +52,6 @@ _thread: threading.Thread | None = None
 _spent = 0
 _busy = False
 _built: list[str] = []  # names of modules whose model this thread built (for tests and benchmarks)
-
-
-def _system_dirs() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    dirs = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
-
-
-_SYSTEM = _system_dirs()
-
-
-def is_application(path: str) -> bool:
-    """Not part of the standard library or the installed packages."""
-    return not os.path.realpath(path).startswith(_SYSTEM)
 
 
 def enqueue(name: str) -> None:
@@ -129,7 +114,7 @@ def _build(name: str) -> None:
     baseline = get_baseline(name)
     if baseline is None or baseline.code is None:
         return
-    if not is_application(baseline.state.path) or _spent + baseline.state.size > SOURCE_BUDGET:
+    if _spent + baseline.state.size > SOURCE_BUDGET:
         return
     with responsive(), yielding(_give_way()):
         if get_baseline(name) is not baseline:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import __future__
 
 import ast
-import bisect
 import functools
 import operator
 import re
@@ -129,6 +128,8 @@ def compile_around(previous: ModuleModel, new_lines: list[str], path: str, head:
     the whole file would have made it (tests compare the two). It is an
     index, not a runnable module body: executing it does nothing.
     """
+    import bisect  # here: not loaded by install()
+
     from ._model import first_line
 
     entries = previous.scope.entries

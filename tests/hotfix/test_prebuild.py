@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -34,10 +32,11 @@ def test_an_imported_module_gets_its_model_built(modules, quick):
     assert patch.status == "applied" and mod.f7(1) == 71
 
 
-def test_installed_packages_and_the_standard_library_are_left_alone():
-    assert not _prebuild.is_application(json.__file__)
-    assert not _prebuild.is_application(pytest.__file__)
-    assert _prebuild.is_application(os.path.join(str(REPO), "hotfix", "_prebuild.py"))
+def test_the_source_budget_bounds_what_is_built(modules, quick, monkeypatch):
+    monkeypatch.setattr(_prebuild, "SOURCE_BUDGET", _prebuild._spent + 10)  # nothing more fits
+    mod = modules.create("".join(f"def g{i}():\n    return {i}\n\n" for i in range(50)))
+    assert _prebuild.wait_idle(60)
+    assert mod.__name__ not in _prebuild.built()
 
 
 def test_the_background_thread_restarts_in_a_forked_child(tmp_path):
