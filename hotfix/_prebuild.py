@@ -23,8 +23,9 @@ application's baselined modules, at low priority:
   skipped; one whose model is already cached (a dry run got there first)
   costs nothing. Errors are logged at debug level and never raised.
 
-After ``fork()`` the thread does not exist in the child: it is started
-again there if there is work left. ``ENABLED = False`` turns it off.
+After ``fork()`` the thread does not exist in the child: the child's next
+baselined import starts it again, and it then also builds what was still
+queued. ``ENABLED = False`` turns it off.
 """
 
 from __future__ import annotations
@@ -141,10 +142,8 @@ def _give_way():  # noqa: ANN202 - a callback factory
 def _after_fork_in_child() -> None:
     global _cond, _thread, _busy
     _cond = threading.Condition()  # the parent's may have been held by its thread at fork time
-    _thread = None
+    _thread = None  # started again by the child's next import (no thread is started inside a fork handler)
     _busy = False
-    if _queue:
-        enqueue(next(iter(_queue)))
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
