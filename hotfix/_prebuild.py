@@ -12,9 +12,12 @@ application's baselined modules, at low priority:
   first), and handles one module at a time, oldest import first;
 * it parses a few hundred lines at a time (``verification`` cuts the text
   at top-level definitions, using the code object kept at import, so it is
-  never re-compiled), runs with a short switch interval, and after each
-  piece sleeps as long as the piece took: it never takes more than about
-  half of the GIL, and a worker waiting for the GIL gets it quickly;
+  never re-compiled), and after each piece sleeps as long as the piece
+  took: it never takes more than about half of the GIL, and a worker
+  waiting for the GIL gets it between pieces. (It leaves the switch
+  interval alone: a background thread must not change the process's
+  scheduling for long; ``hotfix._latency`` lowers it only during a patch
+  or a dry run.)
 * only modules with a baseline, that is the modules in ``install()``'s
   scope (application code by default, see ``hotfix._scope``), and at most
   ``SOURCE_BUDGET`` bytes of source in all (a model weighs ~100x its text;
@@ -36,8 +39,6 @@ import threading
 import time
 
 from verification import prebuild_model, yielding
-
-from ._latency import responsive
 
 ENABLED = True
 #: Seconds without a new import before building starts.
@@ -117,7 +118,7 @@ def _build(name: str) -> None:
         return
     if _spent + baseline.state.size > SOURCE_BUDGET:
         return
-    with responsive(), yielding(_give_way()):
+    with yielding(_give_way()):
         if get_baseline(name) is not baseline:
             return
         done = prebuild_model(baseline.text, baseline.state.path, baseline.state.sha256, baseline.code)
