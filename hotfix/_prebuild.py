@@ -19,7 +19,8 @@ application's baselined modules, at low priority:
   scheduling for long; ``hotfix._latency`` lowers it only during a patch
   or a dry run.)
 * only modules with a baseline, that is the modules in ``install()``'s
-  scope (application code by default, see ``hotfix._scope``), and at most
+  scope (application code by default, see ``hotfix._scope``), of at least
+  ``MIN_SOURCE`` bytes (a smaller one parses in a few ms), and at most
   ``SOURCE_BUDGET`` bytes of source in all (a model weighs ~100x its text;
   the model cache is bounded too, see ``verification``);
 * a module whose baseline changed meanwhile (patched, re-imported) is
@@ -45,6 +46,8 @@ ENABLED = True
 QUIET = 0.5
 #: Source bytes whose models are built in all (about 100x that in memory).
 SOURCE_BUDGET = 320 * 1024
+#: Smaller modules are left alone: parsing them on the first patch costs a few milliseconds at most.
+MIN_SOURCE = 16 * 1024
 
 _log = logging.getLogger("hotfix")
 _cond = threading.Condition()
@@ -116,7 +119,7 @@ def _build(name: str) -> None:
     baseline = get_baseline(name)
     if baseline is None or baseline.code is None:
         return
-    if _spent + baseline.state.size > SOURCE_BUDGET:
+    if baseline.state.size < MIN_SOURCE or _spent + baseline.state.size > SOURCE_BUDGET:
         return
     with yielding(_give_way()):
         if get_baseline(name) is not baseline:

@@ -17,6 +17,14 @@ from verification._model import peek_model
 @pytest.fixture
 def quick(monkeypatch):
     monkeypatch.setattr(_prebuild, "QUIET", 0.0)
+    monkeypatch.setattr(_prebuild, "MIN_SOURCE", 1000)
+
+
+def test_small_modules_are_left_alone(modules, monkeypatch):
+    monkeypatch.setattr(_prebuild, "QUIET", 0.0)
+    mod = modules.create("def f():\n    return 1\n")
+    assert _prebuild.wait_idle(60)
+    assert mod.__name__ not in _prebuild.built()
 
 
 def test_an_imported_module_gets_its_model_built(modules, quick):
@@ -48,6 +56,7 @@ def test_the_background_thread_restarts_in_a_forked_child(tmp_path):
         import hotfix
         from hotfix import _prebuild
         _prebuild.QUIET = 60.0  # nothing is built in the parent before the fork
+        _prebuild.MIN_SOURCE = 0
         hotfix.install()
         import prebuild_fork_app
         pid = os.fork()
