@@ -68,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds: a few minutes per Python version on 2 cores")
     parser.add_argument("--json", metavar="OUT", default=os.path.join(c.HERE, "results.json"),
                         help="where to write the results (default: benchmarks/results.json)")
+    parser.add_argument("--only", metavar="NAMES", help="comma-separated scripts to run (e.g. latency,apply,import)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     scripts = list(SCRIPTS) + [s for s in OPTIONAL if os.path.exists(os.path.join(c.HERE, s))]
+    if args.only:
+        wanted = {f"bench_{n.strip()}.py" for n in args.only.split(",")}
+        scripts = [s for s in scripts if s in wanted]
     sections = []
     for script in scripts:
         print(f"[run_all] {script} ...", file=sys.stderr, flush=True)
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(sec)
     env = c.environment()
     elapsed = time.perf_counter() - started
-    mode = "quick" if args.quick else "full"
+    mode = ("quick" if args.quick else "full") + (f" ({args.only} only)" if args.only else "")
     print(f"## hotfix benchmarks: Python {env['python']}, {env['date']}, {mode} run, "
           f"{env['cpus']} CPUs, {elapsed:.0f} s\n")
     print(c.render_summary(sections))
