@@ -38,6 +38,7 @@ import logging
 import os
 import threading
 import time
+import types
 
 from verification import prebuild_model, yielding
 
@@ -117,7 +118,7 @@ def _build(name: str) -> None:
     from ._baseline import get_baseline  # _baseline calls enqueue(): import here, not at the top
 
     baseline = get_baseline(name)
-    if baseline is None or baseline.code is None:
+    if baseline is None or not isinstance(baseline.code, types.CodeType):
         return
     if baseline.state.size < MIN_SOURCE or _spent + baseline.state.size > SOURCE_BUDGET:
         return

@@ -137,7 +137,7 @@ def compile_around(previous: ModuleModel, new_lines: list[str], path: str, head:
     if _MODULE_WIDE.search(middle):
         return None
     flags = previous.code.co_flags & _FUTURE_FLAGS
-    spans = [(first_line(e.node) + e.offset, e.node.end_lineno + e.offset) for e in entries]
+    spans = [(first_line(e.node) + e.offset, (e.node.end_lineno or e.node.lineno) + e.offset) for e in entries]
     top = sorted((c for c in previous.code.co_consts if isinstance(c, types.CodeType)), key=lambda c: c.co_firstlineno)
     lines = [c.co_firstlineno for c in top]
     codes: list[types.CodeType] = []
