@@ -1,0 +1,5 @@
+"""The application code a rollout patches."""
+
+
+def total(amount: int) -> int:
+    return amount * 2
