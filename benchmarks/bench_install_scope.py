@@ -3,8 +3,9 @@ and application modules in scope vs without ``install()``.
 
     python benchmarks/bench_install_scope.py [--quick]
 
-Each sample is a fresh interpreter (``-X importtime`` is not used: it slows
-both arms). The arms alternate, so machine noise hits both alike. Time is
+Each sample is a fresh interpreter that imports hotfix (so the standard
+library modules hotfix needs are loaded in both arms); one arm then calls
+``install()``. The arms alternate, so machine noise hits both alike. Time is
 the wall time of the imports alone; memory is the ``tracemalloc`` size after
 them, in a separate run (tracing slows imports). Ratios, never pass/fail.
 """
@@ -36,8 +37,8 @@ import json, sys, time, tracemalloc
 arm, trace, body, path = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
 if path:
     sys.path.insert(0, path)
+import hotfix  # both arms: the modules hotfix itself imports are loaded either way
 if arm == "install":
-    import hotfix
     hotfix.install()
 before = len(sys.modules)
 if trace:
