@@ -25,12 +25,27 @@ _DIGITS = re.compile(rb"\d+")
 SERVERS = (b"gunicorn", b"uvicorn", b"hypercorn", b"celery", b"uwsgi", b"daphne", b"granian", b"waitress")
 
 
-def _cmdline(pid: int) -> bytes | None:
+def _raw_cmdline(pid: int) -> bytes | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return _DIGITS.sub(b"#", fh.read())
+            return fh.read()
     except OSError:
         return None
+
+
+def _cmdline(pid: int) -> bytes | None:
+    raw = _raw_cmdline(pid)
+    return None if raw is None else _DIGITS.sub(b"#", raw)
+
+
+def _program(pid: int) -> bytes:
+    """The program a process runs: ``gunicorn`` for ``/venv/bin/gunicorn``, ``python -m gunicorn``
+    and ``python /venv/bin/gunicorn`` alike (its arguments are not looked at)."""
+    args = (_raw_cmdline(pid) or b"").split(b"\0")
+    prog = os.path.basename(args[0])
+    if prog.startswith(b"python") and len(args) > 1:
+        prog = args[2] if args[1] == b"-m" and len(args) > 2 else os.path.basename(args[1])
+    return prog.split(b".")[0]
 
 
 def _children(pid: int) -> list[int]:
@@ -53,8 +68,7 @@ def _server_parent() -> bool:
 
     if process_info()["forked_from"] == os.getppid():
         return True
-    parent = _cmdline(os.getppid()) or b""
-    return any(name in parent for name in SERVERS)
+    return _program(os.getppid()) in SERVERS
 
 
 def process_tree_siblings() -> list[int]:
