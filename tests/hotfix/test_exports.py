@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hotfix
 import hotfix.admin
+import hotfix.integrations
 import safepoints
 import verification
 
@@ -18,6 +19,10 @@ PUBLIC = {
         "API_PREFIX", "ASGIApp", "AdminServer", "Client", "EndpointLimits", "MAX_BODY", "ROUTES", "Reply", "SCHEMA_VERSION", "TOKEN_ENV",
         "Unreachable", "WSGIApp", "asgi_app", "build_openapi", "default_token_file", "serve", "serve_socket_dir",
         "wsgi_app",
+    },
+    hotfix.integrations: {
+        "ASGIMiddleware", "UnitOfWork", "WSGIMiddleware", "connect_celery", "cover_executor", "cover_executors",
+        "covered", "enable_hooks",
     },
     safepoints: {
         "PauseInfo", "PauseTimeout", "Statistics", "WorkerInfo", "asyncio_worker", "checkpoint", "critical",
