@@ -472,16 +472,17 @@ def _rollout(out: _Out, opts: dict) -> int:
 
     if action == "status":
         result = rollout_status(socket_dir, opts.get("module"), token=token,
-                                http_timeout=opts.get("http_timeout") or 30.0, progress=progress)
+                                http_timeout=opts.get("http_timeout") or 30.0, progress=progress,
+                                headers=request_headers(opts))
     elif action == "rollback":
         result = rollout_rollback(socket_dir, token=token, http_timeout=_long_wait(opts), timeout=opts.get("timeout"),
-                                  progress=progress)
+                                  progress=progress, headers=request_headers(opts))
     else:
         result = rollout(socket_dir, opts["module"], token=token, action=action,
                          allow_risky=bool(opts.get("allow_risky")), probation=opts.get("probation"),
                          timeout=opts.get("timeout"), expect_sha256=opts.get("expect_sha256"),
                          canary=opts.get("canary"), http_timeout=_long_wait(opts),
-                         progress=progress)
+                         progress=progress, headers=request_headers(opts))
     for proc in result.processes:
         detail = proc.message
         sha = proc.disk_sha256 if action == "dry-run" else proc.sha256

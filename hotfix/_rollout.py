@@ -40,7 +40,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -137,13 +137,16 @@ class _Gone(Exception):
 class _Fleet:
     """Clients for the processes of one socket directory."""
 
-    def __init__(self, socket_dir: str, token: str | None, http_timeout: float) -> None:
+    def __init__(self, socket_dir: str, token: str | None, http_timeout: float,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.socket_dir = socket_dir
         self.token = token
         self.http_timeout = http_timeout
+        self.headers = headers  # who asks and why, the caller's trace: sent to every process
 
     def client(self, proc: ProcessResult, timeout: float | None = None) -> Client:
-        return Client(socket_path=proc.socket, token=self.token, timeout=timeout or min(self.http_timeout, 30.0))
+        return Client(socket_path=proc.socket, token=self.token, timeout=timeout or min(self.http_timeout, 30.0),
+                      headers=self.headers)
 
     def call(self, proc: ProcessResult, fn: Callable[[Client], Reply], timeout: float | None = None,
              retry: bool = True) -> Reply:
@@ -205,11 +208,14 @@ def rollout(
     canary: int | None = None,
     http_timeout: float = 300.0,
     progress: Callable[[ProcessResult], None] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> RolloutResult:
-    """Run a rollout (``action="apply"``) or a fleet dry run (``action="dry-run"``)."""
+    """Run a rollout (``action="apply"``) or a fleet dry run (``action="dry-run"``).
+
+    ``headers`` go with every request (the CLI's operator identity and ``traceparent``)."""
     result = RolloutResult(action, module, socket_dir)
     report = progress or (lambda p: None)
-    fleet = _Fleet(socket_dir, token, http_timeout)
+    fleet = _Fleet(socket_dir, token, http_timeout, headers)
     result.processes = _members(socket_dir)
     if not result.processes:
         return _finish(result, "aborted", EXIT_UNREACHABLE, f"no <pid>.sock endpoints in {socket_dir}")
@@ -469,11 +475,12 @@ def _compensate(fleet: _Fleet, result: RolloutResult, patched: list[ProcessResul
 
 
 def status(socket_dir: str, module: str | None, *, token: str | None, http_timeout: float = 30.0,
-           progress: Callable[[ProcessResult], None] | None = None) -> RolloutResult:
+           progress: Callable[[ProcessResult], None] | None = None,
+           headers: Mapping[str, str] | None = None) -> RolloutResult:
     """Per process: sha256 running, patches in effect; ``converged`` when all run the disk version."""
     result = RolloutResult("status", module, socket_dir)
     report = progress or (lambda p: None)
-    fleet = _Fleet(socket_dir, token, http_timeout)
+    fleet = _Fleet(socket_dir, token, http_timeout, headers)
     result.processes = _members(socket_dir)
     running: dict[str, set[str]] = {}
     lagging = unreachable = 0
@@ -557,7 +564,8 @@ def read_record(socket_dir: str) -> dict | None:
 
 
 def rollback(socket_dir: str, *, token: str | None, http_timeout: float = 300.0, timeout: float | None = None,
-             progress: Callable[[ProcessResult], None] | None = None) -> RolloutResult:
+             progress: Callable[[ProcessResult], None] | None = None,
+             headers: Mapping[str, str] | None = None) -> RolloutResult:
     """Undo the last rollout in every live process that runs its patch (processes forked since included)."""
     record = read_record(socket_dir)
     result = RolloutResult("rollback", record["module"] if record else None, socket_dir)
@@ -566,7 +574,7 @@ def rollback(socket_dir: str, *, token: str | None, http_timeout: float = 300.0,
     module, sha = record["module"], record["sha256"]
     result.sha256 = sha
     report = progress or (lambda p: None)
-    fleet = _Fleet(socket_dir, token, http_timeout)
+    fleet = _Fleet(socket_dir, token, http_timeout, headers)
     done: set[int] = set()
     for _ in range(2):  # a second pass for processes that appeared during the first
         todo = _members(socket_dir, done)

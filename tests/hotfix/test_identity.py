@@ -93,3 +93,20 @@ def test_claims_are_log_safe(modules):
     [req] = [r for r in requests if r["route"] == "status"]
     assert "\x1b" not in req["operator_user"] and req["operator_user"].startswith("eve")
     assert len(req["operator_reason"]) == 200
+
+
+def test_rollout_forwards_who_and_why_to_every_process(modules, short_dir, capsys):
+    mod = modules.create(V1)
+    modules.write(mod, V2)
+    requests: list[dict] = []
+    sockdir = short_dir()
+    server = hotfix.admin.serve_socket_dir(sockdir, allowed_roots=[modules.dir], audit=requests.append)
+    try:
+        code = main(["rollout", "--socket-dir", sockdir, "--reason", "CHG-42", "apply", mod.__name__, "--probation", "0"])
+        assert code == 0, capsys.readouterr()
+    finally:
+        server.close()
+    applies = [r for r in requests if r["route"] == "apply"]
+    assert applies and all(r["operator_reason"] == "CHG-42" and r["operator_user"] == _me() for r in applies)
+    assert all(r["peer_pid"] == os.getpid() for r in applies)
+    hotfix.rollback()
