@@ -257,16 +257,17 @@ def rollout(
         return _finish(result, "aborted", EXIT_REJECTED, "processes see different files on disk "
                        f"({', '.join(sorted(s[:12] for s in shas if s))}); nothing was changed")
     sha = shas.pop()
+    assert sha is not None  # None was refused above
     result.sha256 = sha
     if expect_sha256 and expect_sha256 != sha:
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_REJECTED, f"the file's sha256 is {sha}, not the reviewed "
                        f"{expect_sha256}; nothing was changed")
-    verdicts = {p.verdict for p in live}
-    if "blocked" in verdicts:
+    seen_verdicts = {p.verdict for p in live}
+    if "blocked" in seen_verdicts:
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_REJECTED, "the change is blocked; nothing was changed (restart instead)")
-    if "risky" in verdicts and not allow_risky:
+    if "risky" in seen_verdicts and not allow_risky:
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_RISKY, "the change is risky; review the dry run and pass "
                        "--allow-risky; nothing was changed")
@@ -441,7 +442,12 @@ def _compensate(fleet: _Fleet, result: RolloutResult, patched: list[ProcessResul
         report(proc)
     for proc in reversed(patched):
         try:
-            reply = fleet.call(proc, lambda c, pid=proc.patch_id: c.rollback(pid, http_timeout=60.0), retry=False)
+            patch_id = proc.patch_id
+
+            def undo(c: Client, pid: str | None = patch_id) -> Reply:
+                return c.rollback(pid, http_timeout=60.0)
+
+            reply = fleet.call(proc, undo, retry=False)
         except _Gone:
             proc.outcome, proc.message = "gone", "exited before its patch could be rolled back"
             report(proc)

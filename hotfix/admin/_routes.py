@@ -220,7 +220,8 @@ ROUTES: tuple[Route, ...] = (
           responses=(200, 401)),
 )
 
-ROUTES_BY_PATH: Mapping[str, dict[str, Route]] = {}
+_by_path: dict[str, dict[str, Route]] = {}
 for _r in ROUTES:
-    ROUTES_BY_PATH.setdefault(_r.path, {})[_r.method] = _r  # type: ignore[index]
+    _by_path.setdefault(_r.path, {})[_r.method] = _r
 del _r
+ROUTES_BY_PATH: Mapping[str, dict[str, Route]] = _by_path
