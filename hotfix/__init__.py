@@ -16,6 +16,7 @@ from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:  # the names below load lazily through __getattr__
     from ._exceptions import HotfixError, PatchRejected, PatchRolledBack, RollbackIncomplete
+    from ._interpreter import UnsupportedInterpreter
     from ._jsonlog import JSONFormatter
     from ._outcomes import PatchStatus, Reason, State
     from ._records import Patch, Rollback, SwapEvent
@@ -26,7 +27,7 @@ if _typing.TYPE_CHECKING:  # the names below load lazily through __getattr__
 #: public name -> private module that defines it
 _LAZY = {
     "HotfixError": "_exceptions", "PatchRejected": "_exceptions", "PatchRolledBack": "_exceptions",
-    "RollbackIncomplete": "_exceptions",
+    "RollbackIncomplete": "_exceptions", "UnsupportedInterpreter": "_interpreter",
     "JSONFormatter": "_jsonlog",
     "PatchStatus": "_outcomes", "Reason": "_outcomes", "State": "_outcomes",
     "Patch": "_records", "Rollback": "_records", "SwapEvent": "_records",
@@ -63,6 +64,7 @@ __all__ = [
     "SignalHandle",
     "State",
     "SwapEvent",
+    "UnsupportedInterpreter",
     "WatchEvent",
     "Watcher",
     "apply",

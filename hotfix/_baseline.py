@@ -194,12 +194,18 @@ def install(*, code_cache: str | os.PathLike[str] | None = None, prefixes: Itera
     imports after ``install()`` do not recompile unchanged files (see the
     module docstring; ``hotfix.configure(code_cache=None)`` turns it off).
 
+    Raises ``hotfix.UnsupportedInterpreter`` (nothing installed) on an
+    interpreter that does not behave as hotfix assumes.
+
     Idempotent. Modules imported earlier still work: they are compared
     through their live code objects (see the README).
     """
     global _scope
     # not at the top: hotfix._scope reads baselines from here
+    from ._interpreter import check
     from ._scope import Scope, system_directories
+
+    check()  # refuse an interpreter that does not behave as hotfix assumes (hotfix._interpreter)
 
     system_directories()  # before the finder is in place (see hotfix._scope._installation_directories)
 

@@ -11,7 +11,7 @@ import verification
 PUBLIC = {
     hotfix: {
         "HotfixError", "JSONFormatter", "Patch", "PatchRejected", "PatchRolledBack", "PatchStatus", "Reason", "Rollback",
-        "RollbackIncomplete", "SignalHandle", "State", "SwapEvent",
+        "RollbackIncomplete", "SignalHandle", "State", "SwapEvent", "UnsupportedInterpreter",
         "WatchEvent", "Watcher", "apply", "configure", "dry_run", "history", "install", "install_signal_handler",
         "installed", "rollback", "stale_modules", "uninstall", "watch",
     },

@@ -14,7 +14,7 @@ FORBIDDEN = ("watchdog", "asyncio", "ssl", "subprocess", "http", "socket", "sock
              "safepoints", "bytecode", "json", "hotfix.admin", "hotfix._transaction", "hotfix._watch")
 
 #: Exactly the hotfix modules that install needs.
-HOTFIX_MODULES = {"hotfix", "hotfix._baseline", "hotfix._scope", "hotfix._version"}
+HOTFIX_MODULES = {"hotfix", "hotfix._baseline", "hotfix._interpreter", "hotfix._scope", "hotfix._version"}
 
 #: The top-level packages (besides hotfix and verification) that may come in, on 3.11-3.13: attrs and
 #: the standard library modules that verification and attrs use. A new one must be added here knowingly.
