@@ -153,6 +153,11 @@ class Load:
     def failed(self) -> list[tuple[float, int, dict]]:
         return [r for r in self.results if r[1] != 200]
 
+    def grown_by(self, count: int) -> Callable[[], bool]:
+        """A predicate: ``count`` answers more than now (so the last answer came after this moment)."""
+        start = len(self.results)
+        return lambda: len(self.results) >= start + count
+
 
 def copy_example(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))

@@ -72,7 +72,7 @@ def test_celery_prefork(tmp_path, short_dir, redis_server, client):
         with Load(lambda: quote(client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing")
-            service.wait_for("more tasks", lambda: len(load.results) > 80)
+            service.wait_for("more tasks", load.grown_by(20))
         assert (code, doc["outcome"], doc["converged"]) == (0, "applied", True), [(p["pid"], p["role"], p["outcome"], p["message"]) for p in doc["processes"]]
         assert doc["canary"] != service.proc.pid
         assert not load.errors and not load.failed(), (load.errors[:3], load.failed()[:3])
@@ -91,7 +91,7 @@ def test_celery_prefork(tmp_path, short_dir, redis_server, client):
         with Load(lambda: quote(client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing")
-            service.wait_for("more tasks", lambda: len(load.results) > 60)
+            service.wait_for("more tasks", load.grown_by(20))
         assert (code, doc["outcome"]) == (1, "rolled-back"), doc
         assert {r[2]["pid"] for r in load.failed()} <= {doc["canary"]}
         assert load.results[-1][1] == 200 and not load.errors

@@ -58,7 +58,7 @@ def test_django_gunicorn_gthread(tmp_path, short_dir):
         with Load(lambda: unix_get(http)) as load:
             service.wait_for("some load", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
-            service.wait_for("more load", lambda: len(load.results) > 60)
+            service.wait_for("more load", load.grown_by(20))
         assert (code, doc["outcome"], doc["converged"]) == (0, "applied", True), doc
         assert doc["canary"] != service.proc.pid
         holders = {p["pid"]: p for p in doc["processes"]}
@@ -70,7 +70,7 @@ def test_django_gunicorn_gthread(tmp_path, short_dir):
         with Load(lambda: unix_get(http)) as load:
             service.wait_for("some load", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
-            service.wait_for("more load", lambda: len(load.results) > 60)
+            service.wait_for("more load", load.grown_by(20))
         assert (code, doc["outcome"]) == (1, "rolled-back"), doc
         assert {r[2]["pid"] for r in load.failed()} <= {doc["canary"]}
         assert load.results[-1][1] == 200 and not load.errors

@@ -64,7 +64,7 @@ def test_gunicorn_sync_preload(tmp_path, short_dir):
         with Load(lambda: greeting_of(http)) as load:
             service.wait_for("some load", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
-            service.wait_for("more load", lambda: len(load.results) > 60)
+            service.wait_for("more load", load.grown_by(20))
         assert (code, doc["outcome"], doc["converged"]) == (0, "applied", True), doc
         assert doc["canary"] != service.proc.pid  # never the master
         assert {p["outcome"] for p in doc["processes"]} == {"applied"}
@@ -86,7 +86,7 @@ def test_gunicorn_sync_preload(tmp_path, short_dir):
         with Load(lambda: greeting_of(http)) as load:
             service.wait_for("some load", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
-            service.wait_for("more load", lambda: len(load.results) > 60)
+            service.wait_for("more load", load.grown_by(20))
         assert (code, doc["outcome"]) == (1, "rolled-back"), doc
         canary = doc["canary"]
         assert {r[2]["pid"] for r in load.failed()} <= {canary}
