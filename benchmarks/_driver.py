@@ -189,7 +189,7 @@ class App:
             gen.write_source(self.path, text)
             out.update(self.engine.apply(self.mod))
             out["visible"] = sys.modules[self.name].target(1) == gen.TARGET_RESULT[variant]
-        except BaseException as exc:  # noqa: BLE001 - a peer failing is a result, not a crash
+        except BaseException as exc:  # a peer failing is a result, not a crash
             out["error"] = f"{type(exc).__name__}: {exc}"[:300]
             self.errors.append(f"{variant}: {out['error']}")
         out["seconds"] = pc() - t0
@@ -205,7 +205,7 @@ class App:
             gen.write_source(self.path, gen.render(self.n, "fix", k=k))
             out.update(self.engine.apply(self.mod))
             out["visible"] = sys.modules[self.name].target(1) == 1 + k
-        except BaseException as exc:  # noqa: BLE001 - a peer failing is a result, not a crash
+        except BaseException as exc:  # a peer failing is a result, not a crash
             out["error"] = f"{type(exc).__name__}: {exc}"[:300]
             self.errors.append(f"later: {out['error']}")
         out["seconds"] = pc() - t0
@@ -214,7 +214,7 @@ class App:
     def record(self, name: str, fn) -> None:
         try:
             ok = bool(fn())
-        except Exception as exc:  # noqa: BLE001 - a check that raises failed
+        except Exception as exc:  # a check that raises failed
             ok = False
             self.failed_at.setdefault(name, f"{self.variant}: {type(exc).__name__}: {exc}"[:200])
         if not ok:
@@ -284,7 +284,7 @@ def with_workers(app: App, variant: str, count: int, idle_window: tuple[float, f
                 try:
                     with safepoints.critical():
                         mod.work(k)
-                except Exception as exc:  # noqa: BLE001 - a job that failed during the patch is a result
+                except Exception as exc:  # a job that failed during the patch is a result
                     failures.append(f"{type(exc).__name__}: {exc}")
                 record(pc())
                 k += 1
@@ -351,7 +351,7 @@ def latency_mode(cfg: dict) -> dict:
                 try:
                     with safepoints.critical():
                         mod.work(k)
-                except Exception as exc:  # noqa: BLE001 - a job that failed during the patch is a result
+                except Exception as exc:  # a job that failed during the patch is a result
                     failures.append(f"{type(exc).__name__}: {exc}")
                 record(pc())
                 k += 1

@@ -44,7 +44,7 @@ _log = logging.getLogger("hotfix")
 _scope = None  # hotfix._scope.Scope given to install(); None: not installed
 
 
-def in_scope(spec: importlib.machinery.ModuleSpec, scope) -> bool:  # noqa: ANN001 - hotfix._scope.Scope
+def in_scope(spec: importlib.machinery.ModuleSpec, scope) -> bool:  # hotfix._scope.Scope
     """Does this import get a baseline? (``hotfix._scope`` decides; a cheap test first.)"""
     from ._scope import system_directories
 
@@ -54,7 +54,7 @@ def in_scope(spec: importlib.machinery.ModuleSpec, scope) -> bool:  # noqa: ANN0
     return scope.allows_spec(spec)
 
 
-def current_scope():  # noqa: ANN201 - hotfix._scope.Scope | None
+def current_scope():  # hotfix._scope.Scope | None
     """The scope given to ``install`` (``None``: not installed)."""
     return _scope
 
@@ -159,10 +159,10 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
 class BaselineFinder:
     """Meta path finder wrapping the others; only plain source modules in scope are touched."""
 
-    def __init__(self, scope) -> None:  # noqa: ANN001 - hotfix._scope.Scope
+    def __init__(self, scope) -> None:  # hotfix._scope.Scope
         self.scope = scope
 
-    def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001 - importlib protocol
+    def find_spec(self, fullname: str, path=None, target=None):  # importlib protocol
         for finder in sys.meta_path:
             if finder is self or isinstance(finder, BaselineFinder):
                 continue

@@ -105,7 +105,7 @@ def _run() -> None:
             _busy = True
         try:
             _build(name)
-        except Exception:  # noqa: BLE001 - a background nicety must never disturb the service
+        except Exception:  # a background nicety must never disturb the service
             _log.debug("prebuild of %s failed", name, exc_info=True)
         finally:
             with _cond:
@@ -132,7 +132,7 @@ def _build(name: str) -> None:
             _built.append(name)
 
 
-def _give_way():  # noqa: ANN202 - a callback factory
+def _give_way():  # a callback factory
     """After each piece: sleep as long as it took (at most half the GIL for us)."""
     mark = [time.perf_counter()]
 

@@ -695,7 +695,7 @@ def _mark_untouched(result: RolloutResult) -> None:
             proc.outcome = "untouched"
 
 
-def _common(values) -> str | None:  # noqa: ANN001
+def _common(values) -> str | None:
     found = set(values)
     return found.pop() if len(found) == 1 else None
 

@@ -67,7 +67,7 @@ def stale_modules(prefixes: str | Iterable[str] | None = None, *,
             continue
         try:
             report = dry_run(module)
-        except Exception:  # noqa: BLE001 - one odd module must not end the scan
+        except Exception:  # one odd module must not end the scan
             log.exception("dry run of %s failed", name)
             continue
         if report.verdict != UNCHANGED:
@@ -127,7 +127,7 @@ class SignalHandle:
                     return
                 try:
                     self.scan()
-                except BaseException:  # noqa: BLE001 - the scanning thread must survive
+                except BaseException:  # the scanning thread must survive
                     self.logger.exception("hotfix signal scan failed")
         finally:
             os.close(rfd)
@@ -147,12 +147,12 @@ class SignalHandle:
             if self.on_report is not None:
                 try:
                     self.on_report(report)
-                except Exception:  # noqa: BLE001 - a broken callback must not stop the scan
+                except Exception:  # a broken callback must not stop the scan
                     self.logger.exception("on_report callback raised for %s", report.module)
         if self.on_scan is not None:
             try:
                 self.on_scan(reports)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.logger.exception("on_scan callback raised")
         return reports
 

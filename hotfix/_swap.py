@@ -118,7 +118,7 @@ class UndoLog:
                     target.pop(name, None)
                 else:
                     target[name] = old
-            except Exception as exc:  # noqa: BLE001 - keep restoring; report all at the end
+            except Exception as exc:  # keep restoring; report all at the end
                 errors.append(f"{kind} {name}: {exc!r}")
         self._entries.clear()
         if errors:
@@ -253,7 +253,7 @@ class Swapper:
             # Run in the namespace itself (as the module body does); every binding it made goes into the undo log.
             before = dict(self.g)
             try:
-                exec(code, self.g)  # noqa: S102 - code compiled from the verified file on disk
+                exec(code, self.g)  # code compiled from the verified file on disk
             finally:
                 self.adopt_changes(before)
         else:
@@ -261,7 +261,7 @@ class Swapper:
             local = dict(before)
             if annotates and isinstance(local.get("__annotations__"), dict):
                 local["__annotations__"] = dict(local["__annotations__"])
-            exec(code, self.g, local)  # noqa: S102 - code compiled from the verified file on disk
+            exec(code, self.g, local)  # code compiled from the verified file on disk
             for name, value in local.items():
                 if before.get(name, _MISSING) is not value:
                     self.bind(scope, name, value)
@@ -360,7 +360,7 @@ class Swapper:
 
     def evaluate(self, expr: ast.expr, local: dict | None) -> object:
         code = compile(ast.Expression(body=expr), self.path, "eval", flags=self.compile_flags(), dont_inherit=True)
-        return eval(code, self.g, local)  # noqa: S307 - expression from the verified file on disk
+        return eval(code, self.g, local)  # expression from the verified file on disk
 
     def eval_defaults(self, node: ast.FunctionDef | ast.AsyncFunctionDef, local: dict | None) -> tuple[tuple | None, dict | None]:
         defaults = tuple(self.evaluate(d, local) for d in node.args.defaults) or None

@@ -51,7 +51,7 @@ def _write(stream: TextIO | None, line: str) -> None:
     try:
         stream.write(line + "\n")
         stream.flush()
-    except Exception:  # noqa: BLE001 - crash output must never raise from the hook
+    except Exception:  # crash output must never raise from the hook
         pass
 
 

@@ -302,7 +302,7 @@ class _Debouncer:
                 next_tick = time.monotonic() + self._tick_interval
                 try:
                     self._tick()
-                except Exception:  # noqa: BLE001 - nothing may kill the watcher thread
+                except Exception:  # nothing may kill the watcher thread
                     _log.exception("hotfix.watch: refreshing the module index failed")
 
     def _run(self) -> None:
@@ -312,7 +312,7 @@ class _Debouncer:
                     return
             try:
                 self._action(batch)
-            except BaseException:  # noqa: BLE001 - nothing may kill the watcher thread
+            except BaseException:  # nothing may kill the watcher thread
                 _log.exception("hotfix.watch: unexpected failure acting on %s", ", ".join(k for k, _ in batch))
 
 
@@ -339,7 +339,7 @@ class _Handler(FileSystemEventHandler):
             kind = {FileModifiedEvent: _WRITTEN, FileClosedEvent: _CLOSED, FileDeletedEvent: _GONE}.get(
                 type(event), _CHANGED)
             self._watcher._file_event(os.fsdecode(event.src_path), kind)
-        except BaseException:  # noqa: BLE001 - never let an exception escape into watchdog
+        except BaseException:  # never let an exception escape into watchdog
             _log.exception("hotfix.watch: failed to handle %r", event)
 
 
@@ -524,7 +524,7 @@ class Watcher:
                 continue
             try:
                 report = dry_run(module)
-            except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
+            except Exception as exc:  # reported as an event, never raised into a thread
                 _log.exception("dry run of %s failed", name)
                 self._emit(WatchEvent(name, path, "error", error=f"{type(exc).__name__}: {exc}"))
                 continue
@@ -597,7 +597,7 @@ class Watcher:
                 return
             _log.warning("%s not applied (one unit, all or nothing): %s", names, exc.message)
             action, patch_id, error, returned = "rejected", None, exc.message, exc.report
-        except Exception as exc:  # noqa: BLE001 - reported as an event, never raised into a thread
+        except Exception as exc:  # reported as an event, never raised into a thread
             _log.exception("applying %s failed unexpectedly", names)
             action, patch_id, error = "error", None, f"{type(exc).__name__}: {exc}"
         else:
@@ -641,7 +641,7 @@ class Watcher:
             return
         try:
             self.on_event(event)
-        except Exception:  # noqa: BLE001 - a broken callback must not stop the watcher
+        except Exception:  # a broken callback must not stop the watcher
             _log.exception("hotfix.watch: on_event callback raised for %s", event.module)
 
 

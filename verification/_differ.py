@@ -600,8 +600,8 @@ class Differ:
             if _names_loaded([e.node]) != {name} or not _data_only(e.node, name):
                 return False
             try:
-                exec(compile(ast.Module(body=[e.node], type_ignores=[]), "<replay>", "exec"), {"__builtins__": {}}, ns)  # noqa: S102 - literal data only
-            except Exception:  # noqa: BLE001 - cannot replay: treat as live state
+                exec(compile(ast.Module(body=[e.node], type_ignores=[]), "<replay>", "exec"), {"__builtins__": {}}, ns)  # literal data only
+            except Exception:  # cannot replay: treat as live state
                 return False
         return type(ns[name]) is type(value) and ns[name] == value
 
@@ -842,7 +842,7 @@ def _bytecode_summary(old: types.CodeType, new: types.CodeType) -> str:
 
     try:
         a, b = listing(old), listing(new)
-    except Exception as exc:  # noqa: BLE001 - description only; never fail the analysis
+    except Exception as exc:  # description only; never fail the analysis
         return f"bytecode: could not be described ({type(exc).__name__})"
     sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     changed = sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in sm.get_opcodes() if tag != "equal")

@@ -35,7 +35,7 @@ def unwrap_functions(value: object) -> Iterator[types.FunctionType]:
             links.extend((obj.fget, obj.fset, obj.fdel))
         try:
             wrapped = getattr(obj, "__wrapped__", None) if not isinstance(obj, type) else None
-        except Exception:  # noqa: BLE001 - a hostile __getattr__ must not break analysis
+        except Exception:  # a hostile __getattr__ must not break analysis
             wrapped = None
         if wrapped is not None:
             links.append(wrapped)

@@ -17,5 +17,5 @@ app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logg
 def quote(amount: int) -> dict:
     try:
         return {"total": pricing.total(amount), "pid": os.getpid()}
-    except Exception as exc:  # noqa: BLE001 - a failed task that says which process failed
+    except Exception as exc:  # a failed task that says which process failed
         return {"error": f"{type(exc).__name__}: {exc}", "pid": os.getpid()}

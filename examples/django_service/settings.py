@@ -1,6 +1,6 @@
 """A minimal Django project (one view, no database). No hotfix code anywhere."""
 
-SECRET_KEY = "example-only-not-secret"  # noqa: S105 - an example project
+SECRET_KEY = "example-only-not-secret"  # an example project
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "urls"

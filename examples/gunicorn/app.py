@@ -8,7 +8,7 @@ import os
 import greeting
 
 
-def application(environ, start_response):  # noqa: ANN001, ANN201 - the WSGI signature
+def application(environ, start_response):  # the WSGI signature
     body = json.dumps({"greeting": greeting.greet("world"), "pid": os.getpid()}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

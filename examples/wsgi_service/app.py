@@ -8,10 +8,10 @@ import os
 import greeting
 
 
-def application(environ, start_response):  # noqa: ANN001, ANN201 - the WSGI signature
+def application(environ, start_response):  # the WSGI signature
     try:
         body, status = {"greeting": greeting.greet("world"), "pid": os.getpid()}, "200 OK"
-    except Exception as exc:  # noqa: BLE001 - a 500 that says which process failed
+    except Exception as exc:  # a 500 that says which process failed
         body, status = {"error": f"{type(exc).__name__}: {exc}", "pid": os.getpid()}, "500 Internal Server Error"
     data = json.dumps(body).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

@@ -140,7 +140,7 @@ def _start_endpoint() -> None:
                                    checks=_checks(config), probation=config.probation, timeout=config.timeout,
                                    audit=config.audit_log)
         _server_pid = os.getpid()
-    except Exception as exc:  # noqa: BLE001 - the service runs on without the endpoint
+    except Exception as exc:  # the service runs on without the endpoint
         _server = None
         print(f"hotfix: no admin endpoint in pid {os.getpid()} ({type(exc).__name__}: {exc})",
               file=sys.stderr, flush=True)
@@ -165,6 +165,6 @@ def _close_endpoint() -> None:
             _server.close(timeout=1.0)
 
 
-def endpoint():  # noqa: ANN201 - AdminServer | None, imported lazily
+def endpoint():  # AdminServer | None, imported lazily
     """This process's endpoint (``None`` if not serving)."""
     return _server if _server_pid == os.getpid() else None

@@ -27,7 +27,7 @@ Then, from another shell:  hotfix rollout --socket-dir DIR status | dry-run M | 
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: ANN201 - NoReturn
+    def error(self, message: str):  # NoReturn
         self.print_usage(sys.stderr)
         print(f"hotfix run: {message}", file=sys.stderr)
         raise SystemExit(2)

@@ -27,7 +27,7 @@ from verification import Report
 # thread (a fork while a thread holds a module's import lock leaves every import of it in the child
 # blocked for good: a pre-fork server's new worker would hang on its first status request).
 from .. import _metrics, _tracing
-from .. import _transaction as _transaction  # noqa: F401 - loaded eagerly, see above
+from .. import _transaction as _transaction  # loaded eagerly, see above
 from .._baseline import baselines
 from .._outcomes import Reason, State, answer
 from .._run._process import process_info

@@ -109,7 +109,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def address_string(self) -> str:
         return self.peer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
         _log.debug("%s %s", self.peer, format % args)
 
     def __getattr__(self, name: str) -> Any:

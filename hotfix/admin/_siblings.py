@@ -108,7 +108,7 @@ def refusal(pids: list[int], socket_dir: str | None) -> str:
 _CHANGING_ROUTES = ("apply", "rollback")
 
 
-def guard(router, request, allow_single_process: bool, socket_dir: str | None):  # noqa: ANN001, ANN201
+def guard(router, request, allow_single_process: bool, socket_dir: str | None):
     """For a mounted app: the refusal to send instead of applying in one process of many, or None.
 
     Only authorised requests to apply/rollback are checked (an unauthorised
@@ -134,7 +134,7 @@ def guard(router, request, allow_single_process: bool, socket_dir: str | None): 
                                            "pid": os.getpid(), "siblings": pids, "socket_dir": directory})
 
 
-def annotate(response, request, socket_dir: str | None):  # noqa: ANN001, ANN201
+def annotate(response, request, socket_dir: str | None):
     """A successful apply/rollback from a mounted app says which process it changed, and its siblings."""
     from ._routes import API_PREFIX
 

@@ -103,7 +103,7 @@ HOOKS: dict[str, Callable[[types.ModuleType], None]] = {
 def _run_hook(name: str, module: types.ModuleType) -> None:
     try:
         HOOKS[name](module)
-    except Exception as exc:  # noqa: BLE001 - a framework version we do not know: run without the hook
+    except Exception as exc:  # a framework version we do not know: run without the hook
         print(f"hotfix: no unit-of-work hook for {name} ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 

@@ -41,7 +41,7 @@ class Workers:
                         self.torn.append((x, y))
                     if not done.is_set():  # lock-free check: workers do not contend on a lock per job
                         done.set()
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the test
+        except BaseException as exc:  # surfaced by the test
             self.errors.append(exc)
 
     def __enter__(self) -> Workers:

@@ -33,7 +33,7 @@ def _records(path) -> list[dict]:
 def _me() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return str(os.getuid())
 
 

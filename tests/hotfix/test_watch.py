@@ -410,7 +410,7 @@ def test_a_half_copied_file_is_never_applied(modules, events, writer):
     half = textwrap.dedent(HALF_V2).encode()
     with watch([modules.dir], policy="apply", debounce=0.05, probation=0, on_event=events):
         if writer == "held-open":  # rsync --inplace / a slow writer: the same file, still open
-            fh = open(path, "r+b")  # noqa: SIM115 - held open on purpose
+            fh = open(path, "r+b")  # held open on purpose
             fh.truncate(0)
             fh.write(half)
             fh.flush()
@@ -473,7 +473,7 @@ def test_an_apply_refused_as_busy_is_retried_when_the_transaction_ends(modules, 
 def _apply_collecting(module, check, errors):
     try:
         hotfix.apply(module, checks=[check], probation=0)
-    except Exception as exc:  # noqa: BLE001 - reported to the test
+    except Exception as exc:  # reported to the test
         errors.append(exc)
 
 

@@ -44,7 +44,7 @@ class Service:
         self.cwd = cwd
         self.log_path = log
         self.socket_dir = socket_dir
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
+        self._log = open(log, "wb")  # closed in close()
         self.proc = subprocess.Popen(list(argv), cwd=cwd, env=env or service_env(), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -137,7 +137,7 @@ class Load:
         while not self._stop.is_set() and len(self.results) + len(self.errors) < self.limit:
             try:
                 status, body = self.call()
-            except Exception as exc:  # noqa: BLE001 - counted as a failed request
+            except Exception as exc:  # counted as a failed request
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             self.results.append((time.monotonic(), status, body))

@@ -18,7 +18,7 @@ GOOD = "def total(amount: int) -> int:\n    return amount * 3\n"
 BAD = 'def total(amount: int) -> int:\n    raise RuntimeError("regression")\n'
 
 
-def jobs(path) -> list[dict]:  # noqa: ANN001
+def jobs(path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]

@@ -98,7 +98,7 @@ def test_the_index_of_code_objects_runs_nothing():
     old = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(5))
     model = build_model_incremental(old.replace("return 3", "return 33"), "m.py", build_model(old, "m.py"))
     namespace: dict = {}
-    assert exec(model.code, namespace) is None  # noqa: S102 - proving that it defines nothing
+    assert exec(model.code, namespace) is None  # proving that it defines nothing
     assert not any(k.startswith("f") for k in namespace)
 
 

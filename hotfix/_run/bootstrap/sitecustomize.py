@@ -17,7 +17,7 @@ def _boot() -> None:
         from hotfix._run._bootstrap import boot
 
         boot()
-    except Exception as exc:  # noqa: BLE001 - never stop the service from starting
+    except Exception as exc:  # never stop the service from starting
         sys.stderr.write(f"hotfix: bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}\n")
 
 
@@ -36,7 +36,7 @@ def _chain() -> None:
     sys.modules["sitecustomize"] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - as site.py does: report and go on
+    except Exception as exc:  # as site.py does: report and go on
         sys.stderr.write(f"Error in sitecustomize {spec.origin}: {type(exc).__name__}: {exc}\n")
         if ours is not None:
             sys.modules["sitecustomize"] = ours
