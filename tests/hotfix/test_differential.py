@@ -23,6 +23,7 @@ CI runs a fixed set of seeds; ``HOTFIX_DIFF_ROUNDS=N`` runs N times as many
 
 from __future__ import annotations
 
+import abc
 import copy
 import os
 import random
@@ -48,7 +49,7 @@ HEADER = [
 ]
 
 
-class Shape:
+class Shape(abc.ABC):
     """One piece of a generated module: parameters, source lines, probes, edits."""
 
     kinds: tuple[str, ...] = ("number",)
@@ -58,17 +59,19 @@ class Shape:
         self.p: dict[str, object] = {"a": rng.randint(1, 9), "b": rng.randint(1, 9), "c": rng.randint(1, 9)}
         self.init(rng)
 
-    def init(self, rng: random.Random) -> None:
+    def init(self, rng: random.Random) -> None:  # noqa: B027 - an optional hook, not abstract
         pass
 
     def names(self) -> set[str]:
         return set()
 
+    @abc.abstractmethod
     def lines(self) -> list[str]:
-        raise NotImplementedError
+        """The shape's source lines in the generated module."""
 
+    @abc.abstractmethod
     def probes(self) -> list[str]:
-        raise NotImplementedError
+        """Expressions whose values a fresh import and the patched module must agree on."""
 
     def edit(self, rng: random.Random) -> str:
         key = rng.choice(sorted(k for k, v in self.p.items() if isinstance(v, int) and not isinstance(v, bool)))

@@ -218,3 +218,13 @@ def answers(http: str) -> Callable[[], bool]:
             return False
 
     return check
+
+
+#: The greeting module the gunicorn, Django and uvicorn examples share: a good and a bad edit.
+GREETING_GOOD = 'def greet(name: str) -> str:\n    return f"Hi {name}"\n'
+GREETING_BAD = 'def greet(name: str) -> str:\n    raise RuntimeError("regression")\n'
+
+
+def greeting_hotfix_run(sockets: str) -> list[str]:
+    """``hotfix run`` with the examples' smoke check on ``greeting`` and a short probation."""
+    return hotfix_run(sockets, "--check", "greeting=checks:smoke", "--probation", "0.3")

@@ -14,10 +14,12 @@ import pytest
 from tests.helpers import EXAMPLES
 
 from .service_helpers import (
+    GREETING_BAD,
+    GREETING_GOOD,
     Load,
     Service,
     copy_example,
-    hotfix_run,
+    greeting_hotfix_run,
     loaded,
     rollout,
     unix_get,
@@ -26,15 +28,14 @@ from .service_helpers import (
 pytest.importorskip("django")
 pytest.importorskip("gunicorn")
 
-GOOD = 'def greet(name: str) -> str:\n    return f"Hi {name}"\n'
-BAD = 'def greet(name: str) -> str:\n    raise RuntimeError("regression")\n'
+GOOD, BAD = GREETING_GOOD, GREETING_BAD
 
 
 def test_django_gunicorn_gthread(tmp_path, short_dir):
     app = copy_example(EXAMPLES / "django_service", tmp_path / "app")
     sockets = short_dir("hfsd-")
     http = os.path.join(short_dir("hfdh-"), "d.sock")
-    argv = [*hotfix_run(sockets, "--check", "greeting=checks:smoke", "--probation", "0.3"),
+    argv = [*greeting_hotfix_run(sockets),
             "gunicorn", "--bind", f"unix:{http}", "--workers", "2", "--worker-class", "gthread", "--threads", "4",
             "--control-socket", os.path.join(sockets, "gunicorn.ctl"), "--preload", "wsgi:application"]
     service = Service(argv, app, tmp_path / "django.log", sockets)

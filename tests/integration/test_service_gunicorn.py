@@ -17,11 +17,13 @@ import pytest
 from tests.helpers import EXAMPLES
 
 from .service_helpers import (
+    GREETING_BAD,
+    GREETING_GOOD,
     Load,
     Service,
     answers,
     copy_example,
-    hotfix_run,
+    greeting_hotfix_run,
     loaded,
     rollout,
     unix_get,
@@ -29,15 +31,14 @@ from .service_helpers import (
 
 pytest.importorskip("gunicorn")
 
-GOOD = 'def greet(name: str) -> str:\n    return f"Hi {name}"\n'
-BAD = 'def greet(name: str) -> str:\n    raise RuntimeError("regression")\n'
+GOOD, BAD = GREETING_GOOD, GREETING_BAD
 
 
 def start(tmp_path, short_dir, *gunicorn_args: str) -> tuple[Service, str]:
     app = copy_example(EXAMPLES / "wsgi_service", tmp_path / "app")
     sockets = short_dir("hfsg-")
     http = os.path.join(short_dir("hfgh-"), "g.sock")
-    argv = [*hotfix_run(sockets, "--check", "greeting=checks:smoke", "--probation", "0.3"),
+    argv = [*greeting_hotfix_run(sockets),
             "gunicorn", "--bind", f"unix:{http}", "--workers", "2", "--graceful-timeout", "5",
             "--control-socket", os.path.join(sockets, "gunicorn.ctl"), *gunicorn_args, "app:application"]
     service = Service(argv, app, tmp_path / "service.log", sockets)

@@ -15,11 +15,13 @@ import pytest
 from tests.helpers import EXAMPLES
 
 from .service_helpers import (
+    GREETING_BAD,
+    GREETING_GOOD,
     Load,
     Service,
     answers,
     copy_example,
-    hotfix_run,
+    greeting_hotfix_run,
     loaded,
     rollout,
     unix_get,
@@ -28,15 +30,14 @@ from .service_helpers import (
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-GOOD = 'def greet(name: str) -> str:\n    return f"Hi {name}"\n'
-BAD = 'def greet(name: str) -> str:\n    raise RuntimeError("regression")\n'
+GOOD, BAD = GREETING_GOOD, GREETING_BAD
 
 
 def test_uvicorn_workers(tmp_path, short_dir):
     app = copy_example(EXAMPLES / "asgi_service", tmp_path / "app")
     sockets = short_dir("hfsu-")
     http = os.path.join(short_dir("hfuh-"), "u.sock")
-    argv = [*hotfix_run(sockets, "--check", "greeting=checks:smoke", "--probation", "0.3"),
+    argv = [*greeting_hotfix_run(sockets),
             "uvicorn", "--uds", http, "--workers", "2", "--log-level", "warning", "app:app"]
     service = Service(argv, app, tmp_path / "uvicorn.log", sockets)
     try:
