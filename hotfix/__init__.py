@@ -5,16 +5,19 @@ place (identities kept), watch a probation window, roll back by itself.
 
 Only ``install`` is imported eagerly: the rest loads on first use, so
 ``import hotfix; hotfix.install()`` at the top of a service costs little and
-pulls in no file watcher, asyncio, ssl, subprocess or HTTP server.
+pulls in no file watcher, asyncio, ssl, subprocess, HTTP server, ``attrs``
+or ``typing`` (tests/hotfix/test_import_weight.py pins what it imports).
 """
 
 import importlib as _importlib
-import typing as _typing
 
 from ._baseline import install, installed, uninstall
 from ._version import __version__ as __version__
 
-if _typing.TYPE_CHECKING:  # the names below load lazily through __getattr__
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs more than hotfix
+if TYPE_CHECKING:  # the names below load lazily through __getattr__
+    from typing import Any
+
     from ._exceptions import HotfixError, PatchRejected, PatchRolledBack, RollbackIncomplete
     from ._interpreter import UnsupportedInterpreter
     from ._jsonlog import JSONFormatter
@@ -23,6 +26,7 @@ if _typing.TYPE_CHECKING:  # the names below load lazily through __getattr__
     from ._signal import SignalHandle, install_signal_handler, stale_modules
     from ._transaction import apply, configure, dry_run, history, rollback
     from ._watch import Watcher, WatchEvent, watch
+del TYPE_CHECKING
 
 #: public name -> private module that defines it
 _LAZY = {
@@ -38,7 +42,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
+def __getattr__(name: str) -> "Any":
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hotfix' has no attribute {name!r}")

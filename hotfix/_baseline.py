@@ -23,9 +23,7 @@ so importing a framework after ``install()`` costs what it costs without it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
-import importlib.util
 import logging
 import marshal
 import os
@@ -33,28 +31,32 @@ import stat
 import sys
 import threading
 import types
-from collections.abc import Iterable
 
-from verification import Baseline, FileState, sha256_hex
+from verification import Baseline, sha256_hex
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: install() imports only what it uses (SPEC 10)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._scope import Scope
 
 _lock = threading.Lock()
 _baselines: dict[str, Baseline] = {}
 _code_cache: str | None = None
 _log = logging.getLogger("hotfix")
-_scope = None  # hotfix._scope.Scope given to install(); None: not installed
+_scope: Scope | None = None  # given to install(); None: not installed
 
 
-def in_scope(spec: importlib.machinery.ModuleSpec, scope) -> bool:  # hotfix._scope.Scope
+def in_scope(spec: importlib.machinery.ModuleSpec, scope: Scope) -> bool:
     """Does this import get a baseline? (``hotfix._scope`` decides; a cheap test first.)"""
-    from ._scope import system_directories
+    from ._scope import system_prefixes
 
-    origin = spec.origin or ""
-    if scope.application_code and origin.startswith(tuple(d + os.sep for d in system_directories())):
+    if scope.application_code and (spec.origin or "").startswith(system_prefixes()):
         return False  # the common case for frameworks: no path resolution needed
     return scope.allows_spec(spec)
 
 
-def current_scope():  # hotfix._scope.Scope | None
+def current_scope() -> Scope | None:
     """The scope given to ``install`` (``None``: not installed)."""
     return _scope
 
@@ -82,8 +84,8 @@ def _cache_file(path: str, sha256: str) -> str | None:
     directory = _code_cache
     if directory is None:
         return None
-    key = hashlib.sha256(f"{path}\0{sha256}\0{sys.implementation.cache_tag}\0{sys.flags.optimize}".encode())
-    return os.path.join(directory, key.hexdigest() + ".code")
+    key = sha256_hex(f"{path}\0{sha256}\0{sys.implementation.cache_tag}\0{sys.flags.optimize}".encode())
+    return os.path.join(directory, key + ".code")
 
 
 def _cached_code(cache_file: str | None) -> types.CodeType | None:
@@ -147,9 +149,7 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
         if code is None:
             code = self.source_to_code(data, path)  # raises SyntaxError like the normal loader
             _store_code(cache_file, code)
-        text = importlib.util.decode_source(data)
-        state = FileState(path=path, mtime_ns=st.st_mtime_ns, size=len(data), sha256=sha)
-        set_baseline(fullname, Baseline(state=state, text=text, code=code))
+        set_baseline(fullname, Baseline.imported(path, st.st_mtime_ns, data, sha, code))
         from . import _prebuild  # loaded by the first baselined import, not by install()
 
         _prebuild.enqueue(fullname)  # the running version's model, built in the background
@@ -159,7 +159,7 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
 class BaselineFinder:
     """Meta path finder wrapping the others; only plain source modules in scope are touched."""
 
-    def __init__(self, scope) -> None:  # hotfix._scope.Scope
+    def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
     def find_spec(self, fullname: str, path=None, target=None):  # importlib protocol

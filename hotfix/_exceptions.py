@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from ._outcomes import Reason, State
+
+
+@attrs.frozen
+class Problem:
+    """An assumption about the interpreter that does not hold (``UnsupportedInterpreter.problems``)."""
+
+    assumption: str
+    observed: str
 
 
 class HotfixError(Exception):

@@ -20,6 +20,10 @@ behaviour, not by version number:
 When a check fails, ``install()`` raises ``UnsupportedInterpreter``, which
 names each failed assumption. The alternative is to patch and misbehave
 later.
+
+``install()`` runs the checks, so this module imports nothing costly; a
+``Problem`` (an ``attrs`` value object, in ``hotfix._exceptions``) is made
+only when an assumption fails.
 """
 
 from __future__ import annotations
@@ -28,15 +32,27 @@ import sys
 import threading
 import types
 
-import attrs
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: install() imports only what it uses
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._exceptions import Problem
 
 SUPPORTED = ((3, 11), (3, 12), (3, 13))  # tested in CI; later versions are probed by behaviour
 
 
-@attrs.frozen
-class Problem:
-    assumption: str
-    observed: str
+def __getattr__(name: str) -> Any:
+    if name == "Problem":
+        from ._exceptions import Problem
+
+        return Problem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _problem(assumption: str, observed: str) -> Problem:
+    from ._exceptions import Problem
+
+    return Problem(assumption, observed)
 
 
 class UnsupportedInterpreter(RuntimeError):
@@ -67,9 +83,9 @@ def _probe_code_swap() -> Problem | None:
         target.__defaults__ = (2,)
         got = target()
     except Exception as exc:  # any failure means the assumption does not hold
-        return Problem("function.__code__ is writable", repr(exc))
+        return _problem("function.__code__ is writable", repr(exc))
     if got != 102:
-        return Problem("a call after a __code__ write runs the new code", f"returned {got!r}, not 102")
+        return _problem("a call after a __code__ write runs the new code", f"returned {got!r}, not 102")
     return None
 
 
@@ -87,9 +103,9 @@ def _probe_cells() -> Problem | None:
         method = types.FunctionType(Child.who.__code__, Child.who.__globals__, "who", None, (cell,))
         got = method(Child())
     except Exception as exc:
-        return Problem("a __class__ cell can be created for zero-argument super()", repr(exc))
+        return _problem("a __class__ cell can be created for zero-argument super()", repr(exc))
     if got != "child+base":
-        return Problem("zero-argument super() through a new __class__ cell", f"returned {got!r}")
+        return _problem("zero-argument super() through a new __class__ cell", f"returned {got!r}")
     return None
 
 
@@ -101,19 +117,19 @@ def _probe_code_objects() -> Problem | None:
     try:
         copy = code.replace(co_name=code.co_name)
     except Exception as exc:
-        return Problem("code.replace() works", repr(exc))
+        return _problem("code.replace() works", repr(exc))
     if getattr(copy, "co_qualname", None) != code.co_qualname or copy != code:
-        return Problem("code.replace() keeps co_qualname and equality", "differs")
+        return _problem("code.replace() keeps co_qualname and equality", "differs")
     return None
 
 
 def _probe_frames() -> Problem | None:
     frames = getattr(sys, "_current_frames", None)
     if frames is None:
-        return Problem("sys._current_frames() exists", "missing")
+        return _problem("sys._current_frames() exists", "missing")
     frame = frames().get(threading.get_ident())
     if frame is None or not isinstance(getattr(frame, "f_code", None), types.CodeType):
-        return Problem("sys._current_frames() gives each thread's frame with f_code", repr(frame))
+        return _problem("sys._current_frames() gives each thread's frame with f_code", repr(frame))
     return None
 
 
@@ -122,7 +138,7 @@ def _probe_monitoring() -> Problem | None:
         return None
     monitoring = getattr(sys, "monitoring", None)
     if monitoring is None or not hasattr(monitoring.events, "PY_UNWIND"):
-        return Problem("sys.monitoring with PY_UNWIND (probation's exception watch)", "missing")
+        return _problem("sys.monitoring with PY_UNWIND (probation's exception watch)", "missing")
     return None
 
 
@@ -133,9 +149,9 @@ def problems() -> tuple[Problem, ...]:
     """Every failed assumption on this interpreter (empty when hotfix can run here)."""
     found: list[Problem] = []
     if sys.implementation.name != "cpython":
-        found.append(Problem("the interpreter is CPython", sys.implementation.name))
+        found.append(_problem("the interpreter is CPython", sys.implementation.name))
     if sys.version_info[:2] < SUPPORTED[0]:
-        found.append(Problem("Python 3.11 or later", sys.version.split()[0]))
+        found.append(_problem("Python 3.11 or later", sys.version.split()[0]))
     for probe in PROBES:
         problem = probe()
         if problem is not None:

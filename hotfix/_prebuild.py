@@ -40,8 +40,6 @@ import threading
 import time
 import types
 
-from verification import prebuild_model, yielding
-
 ENABLED = True
 #: Seconds without a new import before building starts.
 QUIET = 0.5
@@ -120,15 +118,18 @@ def _build(name: str) -> None:
     baseline = get_baseline(name)
     if baseline is None or not isinstance(baseline.code, types.CodeType):
         return
-    if baseline.state.size < MIN_SOURCE or _spent + baseline.state.size > SOURCE_BUDGET:
+    if baseline.size < MIN_SOURCE or _spent + baseline.size > SOURCE_BUDGET:
         return
+    # the parser: loaded here, not by the first import
+    from verification import prebuild_model, yielding
+
     with yielding(_give_way()):
         if get_baseline(name) is not baseline:
             return
-        done = prebuild_model(baseline.text, baseline.state.path, baseline.state.sha256, baseline.code)
+        done = prebuild_model(baseline.text, baseline.path, baseline.sha256, baseline.code)
     if done:
         with _cond:
-            _spent += baseline.state.size
+            _spent += baseline.size
             _built.append(name)
 
 

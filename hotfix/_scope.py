@@ -26,6 +26,11 @@ inode, device): ctime catches an edit that restored mtime and size, because
 no user call can set it. Modules without a baseline (imported before
 ``install()``) have no recorded source to compare cheaply; they are not
 listed here (a dry run compares their live code).
+
+``install()`` imports this module: it uses no ``attrs`` (``Scope`` is a
+plain frozen class; ``StaleModule`` comes from ``hotfix._stale`` when a
+status first asks) and no ``sysconfig`` (the directories come from ``os``,
+``sys`` and ``site``, already loaded).
 """
 
 from __future__ import annotations
@@ -34,16 +39,19 @@ import functools
 import os
 import site
 import sys
-import sysconfig
 import threading
 import types
-from collections.abc import Iterable, Iterator
-
-import attrs
 
 from verification import sha256_hex
 
 from ._baseline import get_baseline
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: install() imports only what it uses
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
+    from ._stale import StaleModule
 
 __all__ = [
     "NEVER_IN_SCOPE",
@@ -132,15 +140,32 @@ def system_directories() -> tuple[str, ...]:
     return _system_directories(tuple(sys.path))
 
 
+def system_prefixes() -> tuple[str, ...]:
+    """``system_directories()``, each with a trailing separator: for a quick ``str.startswith``."""
+    return _with_separator(system_directories())
+
+
+@functools.lru_cache(maxsize=8)
+def _with_separator(dirs: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+
+
 @functools.cache
 def _installation_directories() -> tuple[str, ...]:
-    """The interpreter's own directories: computed once. ``install()`` asks before its finder is in
-    place: the first ``sysconfig`` use imports ``_sysconfigdata_*``, and a finder that asked
-    ``sysconfig`` again from inside that import would see it half initialised (3.13 raises)."""
-    dirs: set[str] = set()
-    for scheme_vars in (None, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
-        paths = sysconfig.get_paths(vars=scheme_vars) if scheme_vars else sysconfig.get_paths()
-        dirs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+    """The interpreter's own directories (computed once): the standard library, and the
+    site-packages of the running environment and of the base interpreter (a virtualenv has both).
+
+    What ``sysconfig.get_paths()`` names ``stdlib``/``purelib``/``platlib``, without importing
+    ``sysconfig`` (and its ``_sysconfigdata_*``): the standard library is where ``os`` came from,
+    and ``site`` computes the package directories of any prefix the same way the interpreter did
+    (Debian's ``dist-packages`` included). tests/hotfix/test_import_weight.py checks that these
+    cover what ``sysconfig`` reports.
+    """
+    dirs = {os.path.dirname(os.__file__)}
+    getsitepackages = getattr(site, "getsitepackages", None)  # missing in some embedded builds
+    if getsitepackages is not None:
+        prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+        dirs.update(getsitepackages(sorted(prefixes)))
     return tuple(dirs)
 
 
@@ -171,17 +196,37 @@ def _is_system_file(path: str, system_dirs: tuple[str, ...]) -> bool:
 # --------------------------------------------------------------------------- scope
 
 
-@attrs.frozen
 class Scope:
     """Which modules are in scope (see the module docstring).
 
     ``prefixes``: dotted-name prefixes; ``roots``: canonical directories (or
     files). A module matching either is in scope; with neither, application
-    code is. Build one with ``Scope.of(prefixes, roots)``.
+    code is. Build one with ``Scope.of(prefixes, roots)``. Immutable, equal by
+    value (a plain class, not ``attrs``: ``install()`` makes one).
     """
 
-    prefixes: tuple[str, ...] | None = None
-    roots: tuple[str, ...] | None = None
+    __slots__ = ("prefixes", "roots")
+
+    prefixes: tuple[str, ...] | None
+    roots: tuple[str, ...] | None
+
+    def __init__(self, prefixes: tuple[str, ...] | None = None, roots: tuple[str, ...] | None = None) -> None:
+        object.__setattr__(self, "prefixes", prefixes)
+        object.__setattr__(self, "roots", roots)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Scope is immutable (cannot set {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Scope):
+            return NotImplemented
+        return (self.prefixes, self.roots) == (other.prefixes, other.roots)
+
+    def __hash__(self) -> int:
+        return hash((self.prefixes, self.roots))
+
+    def __repr__(self) -> str:
+        return f"Scope(prefixes={self.prefixes!r}, roots={self.roots!r})"
 
     @classmethod
     def of(cls, prefixes: str | Iterable[str] | None = None,
@@ -253,20 +298,12 @@ def is_application_code(name: str, path: str | None) -> bool:
 # --------------------------------------------------------------------------- staleness
 
 
-@attrs.frozen
-class StaleModule:
-    """A module whose file on disk is not what runs. ``problem`` names an unreadable file's error."""
+def __getattr__(name: str) -> Any:
+    if name == "StaleModule":  # an attrs value object: loaded when a status first needs it
+        from ._stale import StaleModule
 
-    module: str
-    path: str
-    running_sha256: str
-    disk_sha256: str | None
-    problem: str | None = None
-    disk_mtime_ns: int | None = None
-    disk_size: int | None = None
-
-    def to_dict(self) -> dict:
-        return attrs.asdict(self)
+        return StaleModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _DiskHashes:
@@ -316,14 +353,17 @@ def staleness(name: str) -> StaleModule | None:
     baseline = get_baseline(name)
     if baseline is None:
         return None
-    state = baseline.state
     try:
-        digest, st = _hashes.sha256(state.path)
+        digest, st = _hashes.sha256(baseline.path)
     except OSError as exc:
-        return StaleModule(name, state.path, state.sha256, None, problem=type(exc).__name__)
-    if digest == state.sha256:
+        from ._stale import StaleModule
+
+        return StaleModule(name, baseline.path, baseline.sha256, None, problem=type(exc).__name__)
+    if digest == baseline.sha256:
         return None
-    return StaleModule(name, state.path, state.sha256, digest, disk_mtime_ns=st.st_mtime_ns, disk_size=st.st_size)
+    from ._stale import StaleModule
+
+    return StaleModule(name, baseline.path, baseline.sha256, digest, disk_mtime_ns=st.st_mtime_ns, disk_size=st.st_size)
 
 
 def stale_modules(scope: Scope | None = None) -> list[StaleModule]:

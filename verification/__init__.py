@@ -5,13 +5,15 @@ Depends on nothing else of ours. Nothing here executes module code.
 carry the change out (the change records, in source order).
 
 Names load on first use (``__getattr__``): ``hotfix.install()`` needs only
-the baseline records of ``_source``, not the differ, ``ast`` or ``dis``.
+the baseline records of ``_running``, not the differ, ``ast`` or ``dis``.
 """
 
 import importlib as _importlib
-import typing as _typing
 
-if _typing.TYPE_CHECKING:
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: ``hotfix.install()`` does not import typing
+if TYPE_CHECKING:
+    from typing import Any
+
     from ._analysis import analyze, compare_files, module_source_path
     from ._changes import (
         AddDefinition,
@@ -29,14 +31,16 @@ if _typing.TYPE_CHECKING:
     from ._model import ClassDef, CodeSet, FunctionDef, build_model, iter_code_tree
     from ._plan import Plan, Probe, Rebind, verify_swap
     from ._report import SCHEMA_VERSION, UNCHANGED, VERDICTS, Report, SourceSection
-    from ._source import Baseline, FileState, SourceProblem, read_state, sha256_hex
+    from ._running import Baseline, sha256_hex
+    from ._source import FileState, SourceProblem, read_state
+del TYPE_CHECKING
 
 #: public name -> private module that defines it
 _LAZY = {
     "AddDefinition": "_changes",
     "AddEnumMembers": "_changes",
     "BLOCKED": "_findings",
-    "Baseline": "_source",
+    "Baseline": "_running",
     "Change": "_changes",
     "ClassDef": "_model",
     "CodeSet": "_model",
@@ -70,13 +74,13 @@ _LAZY = {
     "module_source_path": "_analysis",
     "prebuild_model": "_chunked",
     "read_state": "_source",
-    "sha256_hex": "_source",
+    "sha256_hex": "_running",
     "verify_swap": "_plan",
     "yielding": "_chunked",
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
+def __getattr__(name: str) -> "Any":
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'verification' has no attribute {name!r}")

@@ -7,12 +7,16 @@ to it. We hash the content instead (sha256 is the authority).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tokenize
 
 import attrs
+
+from ._running import Baseline, sha256_hex
+
+__all__ = ["MAX_SOURCE_BYTES", "Baseline", "FileState", "SourceFile", "SourceProblem", "decode_source", "read_source",
+           "read_state", "sha256_hex"]
 
 #: Files larger than this are refused rather than read into memory.
 MAX_SOURCE_BYTES = 16 * 1024 * 1024
@@ -47,10 +51,6 @@ class SourceProblem(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def decode_source(data: bytes, path: str) -> str:
@@ -111,13 +111,3 @@ def _is_regular(mode: int) -> bool:
     import stat
 
     return stat.S_ISREG(mode)
-
-
-@attrs.frozen
-class Baseline:
-    """The version of a module that is running: file state plus its source text."""
-
-    state: FileState
-    text: str = attrs.field(repr=False)
-    #: the module code compiled from ``text`` at import, if kept: saves a compile on the first dry run
-    code: object = attrs.field(default=None, repr=False, eq=False)
