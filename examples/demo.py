@@ -89,7 +89,7 @@ def main() -> int:
         return billing.invoice({"id": 0, "items": []})["average"] == 0.0
 
     patch = hotfix.apply("billing", checks=[smoke_check], probation=1.0, expect_sha256=report.source.disk.sha256)
-    print(f"patch {patch.id}: {patch.status}; workers held for {patch.stall_seconds * 1e3:.3f} ms")
+    print(f"patch {patch.id}: {patch.status}; {patch.hold}")
     print(f"swapped: {', '.join(sorted({e.qualname for e in patch.events if e.action == 'code'}))}")
     print(f"same function object: {billing.invoice is invoice_fn}; new code: {billing.invoice.__code__ is not old_code}")
     marker = service.counts()

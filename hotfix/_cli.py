@@ -54,6 +54,7 @@ from ._outcomes import (
     EXIT_USAGE,
     VERDICT_EXIT,
 )
+from ._records import hold_phrase
 from ._rollout import ProcessResult, discover, reply_exit_code, rollout
 from ._rollout import rollback as rollout_rollback
 from ._rollout import status as rollout_status
@@ -404,7 +405,7 @@ def _human(out: _Out, command: str, body: dict) -> None:
         if body.get("outcome") == "unchanged":
             out.say(f"{body.get('module')}: unchanged, nothing to apply ({patch.get('id')})")
         else:
-            out.say(f"{body.get('module')}: APPLIED as {patch.get('id')} (workers held {patch.get('stall_seconds', 0):.6f}s, "
+            out.say(f"{body.get('module')}: APPLIED as {patch.get('id')} ({hold_phrase(patch)}; "
                     f"probation {patch.get('probation_seconds', 0):.2f}s passed)")
     elif command == "rollback":
         rb = body.get("rollback") or {}

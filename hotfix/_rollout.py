@@ -52,6 +52,7 @@ from ._outcomes import (
     EXIT_USAGE,
     exit_code_for_reply,
 )
+from ._records import hold_of, hold_phrase
 from .admin._client import Client, Reply, Unreachable
 from .admin._server import pid_alive
 
@@ -86,6 +87,7 @@ class ProcessResult:
     units_of_work: int = 0
     patches: list[str] = attrs.field(factory=list)
     late: bool = False  # appeared after the rollout started
+    hold: dict | None = None  # who its apply held and waited for (``Hold.to_dict()``)
 
     def to_dict(self) -> dict:
         return attrs.asdict(self)
@@ -367,8 +369,8 @@ def _apply_one(fleet: _Fleet, proc: ProcessResult, module: str, fields: dict, re
         proc.outcome = body.get("outcome", "applied")
         proc.patch_id = patch.get("id")
         proc.previous_sha256, proc.sha256 = proc.sha256, fields.get("expect_sha256")
-        proc.message = (f"paused {patch.get('stall_seconds', 0):.6f}s, "
-                        f"probation {patch.get('probation_seconds', 0):.2f}s passed")
+        proc.hold = patch.get("hold")
+        proc.message = f"{hold_phrase(patch)}; probation {patch.get('probation_seconds', 0):.2f}s passed"
         report(proc)
         return False
     if reply.status == 404 and body.get("reason") == "not-loaded":
@@ -430,7 +432,8 @@ def _converge(fleet: _Fleet, result: RolloutResult, module: str, sha: str, field
     tail = f"; {skipped} skipped (not-loaded or gone)" if skipped else ""
     if patched:
         _finish(result, "applied", EXIT_OK, f"{patched} process(es) patched, canary {result.canary}; "
-                f"every live process with {module} loaded runs {sha[:12]}{tail}")
+                f"every live process with {module} loaded runs {sha[:12]}{tail}; "
+                + fleet_hold([p for p in result.processes if p.outcome == "applied"]))
     else:
         _finish(result, "unchanged", EXIT_OK, f"every live process already runs the disk version{tail}")
 
@@ -698,6 +701,27 @@ def _mark_untouched(result: RolloutResult) -> None:
 def _common(values) -> str | None:
     found = set(values)
     return found.pop() if len(found) == 1 else None
+
+
+def fleet_hold(patched: list[ProcessResult]) -> str:
+    """What the patched processes held in all, and which unregistered threads they waited for."""
+    holds = [hold for hold in (hold_of({"hold": p.hold}) for p in patched if p.hold) if hold is not None]
+    if not holds:
+        return "hold not reported"
+    workers, units = sum(len(h.workers) for h in holds), sum(h.units for h in holds)
+    longest = max(h.seconds for h in holds)
+    if workers or units:
+        who = " and ".join(part for part in (f"{workers} registered worker(s)" if workers else "",
+                                              f"{units} unit(s) of work" if units else "") if part)
+        text = f"held {who}, at most {longest:.6f}s in one process"
+    else:
+        text = f"no registered workers or units of work held (paused at most {longest:.6f}s)"
+    waiting = [h for h in holds if h.waited]
+    if waiting:
+        threads = sum(len(h.waited) for h in waiting)
+        text += (f"; waited for {threads} unregistered thread(s) in {len(waiting)} process(es), at most "
+                 f"{max(h.wait_seconds for h in waiting):.3f}s")
+    return text
 
 
 def _first_findings(report: dict) -> str:

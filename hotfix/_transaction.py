@@ -118,7 +118,7 @@ from ._exceptions import HotfixError, PatchRejected, PatchRolledBack, RollbackIn
 from ._latency import responsive
 from ._outcomes import PatchStatus, Reason, State
 from ._probation import ProbationWatch, instrumented_twin
-from ._records import Patch, Rollback, SwapEvent
+from ._records import Hold, Patch, Rollback, SwapEvent, WaitedThread
 from ._swap import Swapper, UndoIncomplete, UndoLog
 from ._tracing import traced
 
@@ -476,6 +476,8 @@ class _Apply:
         self.entry: _Applied | None = None
         self.paused: contextlib.ExitStack | None = None
         self.held: safepoints.PauseInfo | None = None
+        self.waited: tuple[WaitedThread, ...] = ()  # unregistered threads the swap waited for
+        self.wait_seconds = 0.0
         self.watch: ProbationWatch | None = None
         self.watching = False  # the watch's hooks are in effect
         self.swapping = False  # the swap step began: the undo log may hold entries
@@ -593,7 +595,9 @@ class _Apply:
 
     def step_wait_threads(self) -> None:
         # the timeout counts from here: workers are parked, unregistered threads get the same time to leave
-        _wait_consistent(self.work, time.monotonic() + self.options.timeout, self)
+        started = time.perf_counter()
+        self.waited = _wait_consistent(self.work, time.monotonic() + self.options.timeout, self)
+        self.wait_seconds = time.perf_counter() - started if self.waited else 0.0
 
     def step_recheck(self) -> None:
         _recheck_files(self.work, self)
@@ -636,13 +640,16 @@ class _Apply:
         self.exposed = True  # from here a failure is a rollback under a new pause
         self._close_pause()
         stall = self.held.stall_seconds or 0.0
-        patch = attrs.evolve(self.entry.patch, events=tuple(self.events), stall_seconds=stall, applied_at=time.time())
+        hold = _hold(self.held, self.waited, self.wait_seconds)
+        patch = attrs.evolve(self.entry.patch, events=tuple(self.events), stall_seconds=stall, applied_at=time.time(),
+                             hold=hold)
         with _state_lock:
             self.entry.patch = patch
             _replace_locked(patch)
             self.cancellable = self.cancel_actor is None
-        self.log.info("swapped %d definitions (workers held %.6fs)", len(self.events), stall)
-        self.audit("swapped", outcome="swapped", stall_seconds=stall, events=len(self.events), sha256=list(self.shas))
+        self.log.info("swapped %d definitions (%s)", len(self.events), hold)
+        self.audit("swapped", outcome="swapped", stall_seconds=stall, hold=hold.to_dict(), events=len(self.events),
+                   sha256=list(self.shas))
 
     def step_checks(self) -> None:
         for check in self.options.checks:
@@ -1019,31 +1026,51 @@ def _rollback_target(patch_id: str | None) -> _Applied:
         return entry
 
 
-def _wait_consistent(analyses: list[Plan], deadline: float, tx: _Apply) -> None:
-    """No running, unparked thread may be inside code that is about to be replaced."""
+def _hold(held: safepoints.PauseInfo, waited: tuple[WaitedThread, ...], wait_seconds: float) -> Hold:
+    """Who the pause held (from safepoints, after it ended) and who the swap only waited for."""
+    units = [h for h in held.held if h.unit]
+    return Hold(workers=tuple(h.name for h in held.held if not h.unit), units=len(units),
+                units_in_flight=sum(1 for h in units if h.how == "waited"), seconds=held.stall_seconds or 0.0,
+                waited=waited, wait_seconds=wait_seconds)
+
+
+def _wait_consistent(analyses: list[Plan], deadline: float, tx: _Apply) -> tuple[WaitedThread, ...]:
+    """No running, unparked thread may be inside code that is about to be replaced.
+
+    Returns the threads it waited for: each with where it was first seen and how long it took to leave."""
     replaced = CodeSet(c for a in analyses for c in a.replaced)
     if not replaced:
-        return
+        return ()
     me = threading.get_ident()
+    seen: dict[int, tuple[str, str, float]] = {}  # thread -> (name, where first seen, when first seen)
+    left: dict[int, float] = {}  # thread -> when it was last seen out of the replaced code
     while True:
         safe = {w.thread_id for w in safepoints.statistics().workers if w.state in ("parked", "idle")}
-        offenders = []
+        offenders = {}
         for tid, frame in sys._current_frames().items():
             if tid == me or tid in safe:
                 continue
             f: types.FrameType | None = frame
             while f is not None:
                 if f.f_code in replaced:
-                    offenders.append(f"{_thread_name(tid)} at {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_qualname}")
+                    offenders[tid] = f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_qualname}"
                     break
                 f = f.f_back
             del f
         del frame
+        now = time.perf_counter()
+        for tid in offenders:
+            if tid not in seen:
+                seen[tid] = (_thread_name(tid), offenders[tid], now)
+            left.pop(tid, None)
+        for tid in seen.keys() - offenders.keys():
+            left.setdefault(tid, now)
         if not offenders:
-            return
+            return tuple(WaitedThread(name, where, left[tid] - first) for tid, (name, where, first) in seen.items())
         if time.monotonic() >= deadline:
             raise tx.reject(
-                "not patched: running threads are inside code that would change: " + "; ".join(offenders)
+                "not patched: running threads are inside code that would change: "
+                + "; ".join(f"thread {seen[tid][0]!r} at {where}" for tid, where in offenders.items())
                 + "; register them as safepoints workers or retry when they are idle.", Reason.THREADS_IN_CODE)
         time.sleep(0.001)  # holding the pause; these threads need a moment to leave the code
 
@@ -1051,8 +1078,8 @@ def _wait_consistent(analyses: list[Plan], deadline: float, tx: _Apply) -> None:
 def _thread_name(tid: int) -> str:
     for t in threading.enumerate():
         if t.ident == tid:
-            return f"thread {t.name!r}"
-    return f"thread {tid}"
+            return t.name
+    return str(tid)
 
 
 def _recheck_files(analyses: list[Plan], tx: _Apply) -> None:

@@ -123,7 +123,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
 from ._exceptions import PauseTimeout
-from ._records import PauseInfo, Statistics, WorkerInfo
+from ._records import HeldWorker, PauseInfo, Statistics, WorkerInfo
 
 if TYPE_CHECKING:
     import asyncio
@@ -154,6 +154,8 @@ _holder: int | None = None  # ident of the thread holding (or acquiring) the pau
 _holder_depth = 0
 _holder_thread: threading.Thread | None = None  # to notice a holder that died holding the pause
 _late: set[int] = set()  # idents the pauser is waiting for; emptied -> notify _progress
+_waited: set[int] = set()  # idents the current pause had to wait for (PauseInfo.held, how="waited")
+_arrived: list[_Worker] = []  # workers that registered during the current pause (how="arrived")
 
 #: While a pause waits, how often it re-checks for workers whose thread died.
 _POLL = 0.01
@@ -184,10 +186,12 @@ class _Worker:
         "native_id",
         "parked",
         "thread",
+        "unit",
     )
 
-    def __init__(self, name: str, thread: threading.Thread, ident: int) -> None:
+    def __init__(self, name: str, thread: threading.Thread, ident: int, *, unit: bool = False) -> None:
         self.name = name
+        self.unit = unit
         self.thread = thread
         self.ident = ident
         self.native_id: int | None = getattr(thread, "native_id", None)
@@ -259,7 +263,7 @@ def _acknowledge_locked(ident: int) -> None:
 # --------------------------------------------------------------------------- registration
 
 
-def _register(name: str | None, loop: asyncio.AbstractEventLoop | None = None) -> int:
+def _register(name: str | None, loop: asyncio.AbstractEventLoop | None = None, *, unit: bool = False) -> int:
     ident = _get_ident()
     thread = threading.current_thread()
     with _lock:
@@ -268,7 +272,7 @@ def _register(name: str | None, loop: asyncio.AbstractEventLoop | None = None) -
             del _workers[ident]
             w = None
         if w is None:
-            w = _Worker(name if name is not None else thread.name, thread, ident)
+            w = _Worker(name if name is not None else thread.name, thread, ident, unit=unit)
             _workers[ident] = w
             new = True
         else:
@@ -281,6 +285,7 @@ def _register(name: str | None, loop: asyncio.AbstractEventLoop | None = None) -
             w.loop = loop
             w.loop_depth += 1
         if new and _pending and _holder != ident:
+            _arrived.append(w)
             _park_locked(w)  # registering during a pause: start out parked
     return ident
 
@@ -310,16 +315,17 @@ def _unregister(ident: int, loop: asyncio.AbstractEventLoop | None = None) -> No
 
 
 class _WorkerBlock(AbstractContextManager[None]):
-    __slots__ = ("_ident", "_name")
+    __slots__ = ("_ident", "_name", "_unit")
 
-    def __init__(self, name: str | None) -> None:
+    def __init__(self, name: str | None, *, unit: bool) -> None:
         self._name = name
+        self._unit = unit
         self._ident: int | None = None
 
     def __enter__(self) -> None:
         if self._ident is not None:
             raise RuntimeError("this worker() block is already entered; call worker() again")
-        self._ident = _register(self._name)
+        self._ident = _register(self._name, unit=self._unit)
 
     def __exit__(
         self,
@@ -336,16 +342,18 @@ class _WorkerBlock(AbstractContextManager[None]):
         _unregister(ident)
 
 
-def worker(name: str | None = None) -> AbstractContextManager[None]:
+def worker(name: str | None = None, *, unit: bool = False) -> AbstractContextManager[None]:
     """Register the calling thread as a managed worker for the duration of the block.
 
-    ``name`` defaults to the thread's name. Reentrant: a nested ``worker()``
-    in the same thread only increments a depth (the inner name is ignored),
+    ``name`` defaults to the thread's name. ``unit=True`` marks a registration
+    that lasts one unit of work (a request, a task), so that a pause's
+    ``held`` tells units from long-lived workers. Reentrant: a nested ``worker()``
+    in the same thread only increments a depth (the inner name and ``unit`` are ignored),
     and the thread is unregistered when the outermost block exits. Entered
     while a pause is pending, it parks until the pause ends. A thread that
     dies while registered is detected and dropped, it never blocks a pause.
     """
-    return _WorkerBlock(name)
+    return _WorkerBlock(name, unit=unit)
 
 
 # --------------------------------------------------------------------------- idle / critical
@@ -503,7 +511,8 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
         if _holder == ident:
             _holder_depth += 1
             return PauseInfo(
-                acquire_seconds=0.0, workers=_held_count_locked(ident), nested=True
+                acquire_seconds=0.0, workers=_held_count_locked(ident), nested=True,
+                held=_held_locked(ident),
             ), t0
         if _holder is not None:
             _wait_for_holder_locked(ident, deadline, timeout)
@@ -511,6 +520,8 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
         _holder_depth = 1
         _holder_thread = threading.current_thread()
         _pending = True
+        _waited.clear()
+        _arrived.clear()
         requested = _now()
         try:
             held = _wait_for_workers_locked(ident, deadline, timeout)
@@ -519,7 +530,7 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
                 _pause_timeouts += 1
             _release_locked()
             raise
-        return PauseInfo(acquire_seconds=_now() - t0, workers=held), requested
+        return PauseInfo(acquire_seconds=_now() - t0, workers=held, held=_held_locked(ident)), requested
 
 
 def _wait_for_holder_locked(ident: int, deadline: float, timeout: float) -> None:
@@ -568,6 +579,7 @@ def _wait_for_workers_locked(ident: int, deadline: float, timeout: float) -> int
                         pass
         _late.clear()
         _late.update(w.ident for w in late)
+        _waited.update(_late)
         remaining = deadline - _now()
         if remaining <= 0:
             frames = sys._current_frames()
@@ -590,9 +602,11 @@ def _release(ident: int, info: PauseInfo, started: float) -> None:
             return
         if _holder != ident:  # already released (should not happen)
             return
+        arrived = tuple(_held_worker(w) for w in _arrived if all(h.thread_id != w.ident for h in info.held))
         _release_locked()
         stall = _now() - started
         info.stall_seconds = stall
+        info.held += arrived
         _pauses += 1
         _last_stall = stall
         if _max_stall is None or stall > _max_stall:
@@ -606,12 +620,31 @@ def _release_locked() -> None:
     _holder_depth = 0
     _holder_thread = None
     _late.clear()
+    _waited.clear()
+    _arrived.clear()
     _resume.notify_all()
     _free.notify_all()
 
 
 def _held_count_locked(ident: int) -> int:
     return len(_workers) - (1 if ident in _workers else 0)
+
+
+def _held_worker(w: _Worker) -> HeldWorker:
+    if w in _arrived:
+        how = "arrived"
+    elif w.ident in _waited:
+        how = "waited"
+    elif w.parked:
+        how = "parked"
+    else:
+        how = "idle"
+    return HeldWorker(name=w.name, thread_id=w.ident, how=how, unit=w.unit)
+
+
+def _held_locked(ident: int) -> tuple[HeldWorker, ...]:
+    """The workers a pause held by ``ident`` holds now (all parked or idle)."""
+    return tuple(_held_worker(w) for i, w in _workers.items() if i != ident)
 
 
 def current_pause_holder() -> int | None:
@@ -780,6 +813,8 @@ def _reset_after_fork_in_child() -> None:
         survivor.parked = False
         _workers[me] = survivor
     _late.clear()
+    _waited.clear()
+    _arrived.clear()
     if _holder == me:
         _holder_thread = threading.current_thread()
     else:

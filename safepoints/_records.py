@@ -53,6 +53,31 @@ class Statistics:
     max_stall_seconds: float | None
 
 
+#: How a pause held a registered worker, as reported by :class:`HeldWorker`.
+HELD_HOW = ("waited", "idle", "parked", "arrived")
+
+
+@attrs.frozen
+class HeldWorker:
+    """One registered worker a pause held.
+
+    ``how`` is ``"waited"`` (running or inside ``critical()`` when the pause
+    was requested: the pause waited for it to reach a safepoint, then held
+    it), ``"idle"`` (inside :func:`safepoints.idle` when the pause was
+    acquired: it would have parked had its wait ended), ``"parked"`` (idle
+    when the pause was requested, then left its wait and parked) or
+    ``"arrived"`` (registered while the pause was pending or held: parked on
+    entry). ``unit`` is true for a
+    registration of one unit of work (``worker(..., unit=True)``: a request or a
+    task), false for a long-lived worker.
+    """
+
+    name: str
+    thread_id: int
+    how: str
+    unit: bool = False
+
+
 @attrs.define
 class PauseInfo:
     """What ``with safepoints.pause() as info`` yields.
@@ -64,10 +89,14 @@ class PauseInfo:
     ``stall_seconds``: ``None`` inside the block; after it exits, how long
     workers were held, from the moment this pause asked them to park until it
     released them (for a nested block: the duration of the inner block).
-    Only ``stall_seconds`` ever changes, and only safepoints sets it.
+    ``held``: the registered workers this pause held (besides the caller):
+    inside the block those held when it was acquired, after it exits also
+    those that registered meanwhile (``how="arrived"``).
+    Only ``stall_seconds`` and ``held`` ever change, and only safepoints sets them.
     """
 
     acquire_seconds: float = attrs.field(on_setattr=attrs.setters.frozen)
     workers: int = attrs.field(on_setattr=attrs.setters.frozen)
     nested: bool = attrs.field(default=False, on_setattr=attrs.setters.frozen)
     stall_seconds: float | None = None
+    held: tuple[HeldWorker, ...] = ()

@@ -34,7 +34,7 @@ class UnitOfWork(AbstractContextManager[None]):
         _local.depth = depth + 1
         if depth:
             return
-        registration = safepoints.worker(f"{self._name} ({threading.current_thread().name})")
+        registration = safepoints.worker(f"{self._name} ({threading.current_thread().name})", unit=True)
         registration.__enter__()
         section = safepoints.critical()
         try:

@@ -136,6 +136,7 @@ def pause_pending() -> bool:
 def test_public_api() -> None:
     assert sorted(safepoints.__all__) == sorted(
         [
+            "HeldWorker",
             "PauseInfo",
             "PauseTimeout",
             "Statistics",
