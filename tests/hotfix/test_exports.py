@@ -25,7 +25,7 @@ PUBLIC = {
         "covered", "enable_hooks",
     },
     safepoints: {
-        "PauseInfo", "PauseTimeout", "Statistics", "WorkerInfo", "asyncio_worker", "checkpoint", "critical",
+        "HeldWorker", "PauseInfo", "PauseTimeout", "Statistics", "WorkerInfo", "asyncio_worker", "checkpoint", "critical",
         "current_pause_holder", "idle", "pause", "statistics", "worker",
     },
     verification: {
