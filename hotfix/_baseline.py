@@ -88,25 +88,32 @@ def _cache_file(path: str, sha256: str) -> str | None:
     return os.path.join(directory, key + ".code")
 
 
-def _cached_code(cache_file: str | None) -> types.CodeType | None:
+def _cached_code(cache_file: str | None) -> tuple[types.CodeType, bytes | None] | None:
+    """``(code, packed source or None)`` from the cache entry, or ``None`` (no entry, unreadable)."""
     if cache_file is None:
         return None
     try:
         with open(cache_file, "rb") as fh:
-            code = marshal.loads(fh.read())
+            entry = marshal.loads(fh.read())
     except (OSError, EOFError, ValueError, TypeError):
         return None
-    return code if isinstance(code, types.CodeType) else None
+    if isinstance(entry, types.CodeType):  # an entry written before the source was stored with the code
+        return entry, None
+    if (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], types.CodeType)
+            and isinstance(entry[1], bytes)):
+        return entry[0], entry[1]
+    return None
 
 
-def _store_code(cache_file: str | None, code: types.CodeType) -> None:
+def _store_code(cache_file: str | None, code: types.CodeType, packed: bytes) -> None:
+    """Store the code with the baseline's packed source: a cache hit then skips compressing it too."""
     if cache_file is None:
         return
     tmp = f"{cache_file}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(marshal.dumps(code))
+            fh.write(marshal.dumps((code, packed)))
         os.replace(tmp, cache_file)  # atomic: readers see all of it or nothing
     except OSError as exc:
         _log.debug("code cache not written (%s)", exc)
@@ -145,14 +152,18 @@ class BaselineLoader(importlib.machinery.SourceFileLoader):
             data = fh.read()
         sha = sha256_hex(data)
         cache_file = _cache_file(path, sha)
-        code = _cached_code(cache_file)
-        if code is None:
+        cached = _cached_code(cache_file)
+        if cached is None:
             code = self.source_to_code(data, path)  # raises SyntaxError like the normal loader
-            _store_code(cache_file, code)
-        set_baseline(fullname, Baseline.imported(path, st.st_mtime_ns, data, sha, code))
+            baseline = Baseline.imported(path, st.st_mtime_ns, data, sha, code)
+            _store_code(cache_file, code, baseline.packed)
+        else:
+            code, packed = cached
+            baseline = Baseline.imported(path, st.st_mtime_ns, data, sha, code, packed=packed)
+        set_baseline(fullname, baseline)
         from . import _prebuild  # loaded by the first baselined import, not by install()
 
-        _prebuild.enqueue(fullname)  # the running version's model, built in the background
+        _prebuild.enqueue(fullname, len(data))  # the running version's model, built in the background
         return code
 
 

@@ -11,7 +11,7 @@ application's baselined modules, at low priority:
 * it starts only after ``QUIET`` seconds without a new import (startup
   first), and handles one module at a time, oldest import first;
 * it parses a few hundred lines at a time (``verification`` cuts the text
-  at top-level definitions, using the code object kept at import, so it is
+  at top-level definitions, using the code index kept at import, so it is
   never re-compiled), and after each piece sleeps as long as the piece
   took: it never takes more than about half of the GIL, and a worker
   waiting for the GIL gets it between pieces. (It leaves the switch
@@ -58,18 +58,25 @@ _busy = False
 _built: list[str] = []  # names of modules whose model this thread built (for tests and benchmarks)
 
 
-def enqueue(name: str) -> None:
-    """A module was just imported with a baseline: build its model later, in the background."""
+def enqueue(name: str, size: int | None = None) -> None:
+    """A module of ``size`` source bytes was just imported with a baseline: build its model later.
+
+    Cheap, since it runs inside every import in scope: a module under ``MIN_SOURCE`` is not queued
+    at all, and the thread is woken only when the queue was empty (otherwise it is waiting for the
+    imports to settle and looks at ``_last_import`` again when its wait ends).
+    """
     global _last_import, _thread
-    if not ENABLED:
+    if not ENABLED or (size is not None and size < MIN_SOURCE):
         return
     with _cond:
+        was_empty = not _queue
         _queue[name] = None
         _last_import = time.monotonic()
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="hotfix-prebuild", daemon=True)
             _thread.start()
-        _cond.notify_all()
+        elif was_empty:
+            _cond.notify_all()
 
 
 def wait_idle(timeout: float) -> bool:

@@ -83,6 +83,19 @@ def real_path(path: str | os.PathLike[str]) -> str:
     return os.path.normcase(os.path.realpath(os.fspath(path)))
 
 
+@functools.lru_cache(maxsize=1024)
+def _real_directory(directory: str) -> str:
+    return real_path(directory)
+
+
+def real_file(path: str) -> str:
+    """``real_path`` of a module file, with its directory's resolution cached (one ``lstat``, not one per
+    path component: it runs in every import in scope)."""
+    head, tail = os.path.split(path)
+    joined = os.path.join(_real_directory(head), tail)
+    return real_path(joined) if os.path.islink(joined) else os.path.normcase(joined)
+
+
 def under(path: str, root: str) -> bool:
     """``path`` is ``root`` or inside it (both canonical, see ``real_path``)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
@@ -189,7 +202,7 @@ def is_system_file(path: str) -> bool:
 
 @functools.lru_cache(maxsize=8192)  # one entry per module file; realpath costs a syscall per component
 def _is_system_file(path: str, system_dirs: tuple[str, ...]) -> bool:
-    real = real_path(path)
+    real = real_file(path)
     return any(under(real, d) for d in system_dirs)
 
 
@@ -253,7 +266,7 @@ class Scope:
         if path is None or not path.endswith(SOURCE_SUFFIXES):
             return False
         if self.roots:
-            real = real_path(path)
+            real = real_file(path)
             if any(under(real, root) for root in self.roots):
                 return True
         if not self.application_code:

@@ -74,10 +74,16 @@ class Baseline:
                   zlib.compress(text.encode("utf-8", "surrogatepass"), _LEVEL), code, raw=False)
 
     @classmethod
-    def imported(cls, path: str, mtime_ns: int, data: bytes, sha256: str, code: types.CodeType | None) -> Baseline:
-        """The baseline of a module just compiled from ``data``, the bytes of the file at ``path``."""
+    def imported(cls, path: str, mtime_ns: int, data: bytes, sha256: str, code: types.CodeType | None, *,
+                 packed: bytes | None = None) -> Baseline:
+        """The baseline of a module just compiled from ``data``, the bytes of the file at ``path``.
+
+        ``packed``: ``data`` already compressed (the ``packed`` of an earlier baseline of the same
+        bytes, kept in hotfix's code cache), so that it is not compressed again.
+        """
         self = cls.__new__(cls)
-        self._set(path, mtime_ns, len(data), sha256, zlib.compress(data, _LEVEL), code, raw=True)
+        self._set(path, mtime_ns, len(data), sha256, packed if packed is not None else zlib.compress(data, _LEVEL),
+                  code, raw=True)
         return self
 
     def _set(self, path: str, mtime_ns: int, size: int, sha256: str, packed: bytes, code: object, *,
@@ -110,6 +116,11 @@ class Baseline:
         import importlib.util
 
         return importlib.util.decode_source(data)
+
+    @property
+    def packed(self) -> bytes:
+        """The source as kept (zlib-compressed; see ``imported``)."""
+        return self._packed
 
     @property
     def kept_bytes(self) -> int:
