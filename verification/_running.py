@@ -6,8 +6,9 @@ import itself, so this module is cheap to load and to use: no ``attrs``, no
 importing ``logging``), and it keeps little memory:
 
 * the source is kept once, zlib-compressed (Python source compresses to
-  about a quarter): the text is decoded again when a dry run, a status or
-  a traceback asks for it, which is rare next to imports;
+  about a quarter): the text is decoded again when a dry run or a patch
+  asks for it, which is rare next to imports (a patched module keeps the
+  text its patch was verified with, shared with the parsed model);
 * of the module's import-time code object only an *index* is kept: the
   code objects of its top-level definitions (the same objects the module's
   functions already hold, so they cost nothing more) and its ``co_flags``.
@@ -53,12 +54,14 @@ def code_index(code: types.CodeType) -> types.CodeType:
 class Baseline:
     """The version of a module that is running: its file's state, its source text and code index.
 
-    ``Baseline(state, text, code)``; the import hook uses ``Baseline.imported``
-    (the raw file bytes, decoded like the import system only when asked).
-    Immutable: a new version is a new ``Baseline``.
+    ``Baseline(state, text, code)`` keeps ``text`` as given (a patch adopts the
+    text its plan already holds: nothing is copied or compressed while
+    workers are parked); the import hook uses ``Baseline.imported``, which
+    keeps the file's bytes compressed and decodes them like the import system
+    when asked. Immutable: a new version is a new ``Baseline``.
     """
 
-    __slots__ = ("_packed", "_raw", "code", "mtime_ns", "path", "sha256", "size")
+    __slots__ = ("_source", "code", "mtime_ns", "path", "sha256", "size")
 
     path: str
     mtime_ns: int
@@ -66,12 +69,10 @@ class Baseline:
     sha256: str
     #: the index of the module code compiled from this text at import (``code_index``), or None
     code: types.CodeType | None
-    _packed: bytes
-    _raw: bool  # _packed holds the file's bytes (decoded like the import system), else UTF-8 text
+    _source: bytes | str  # bytes: the file's bytes, zlib-compressed; str: the text itself
 
     def __init__(self, state: FileState, text: str, code: object = None) -> None:
-        self._set(state.path, state.mtime_ns, state.size, state.sha256,
-                  zlib.compress(text.encode("utf-8", "surrogatepass"), _LEVEL), code, raw=False)
+        self._set(state.path, state.mtime_ns, state.size, state.sha256, text, code)
 
     @classmethod
     def imported(cls, path: str, mtime_ns: int, data: bytes, sha256: str, code: types.CodeType | None, *,
@@ -83,18 +84,16 @@ class Baseline:
         """
         self = cls.__new__(cls)
         self._set(path, mtime_ns, len(data), sha256, packed if packed is not None else zlib.compress(data, _LEVEL),
-                  code, raw=True)
+                  code)
         return self
 
-    def _set(self, path: str, mtime_ns: int, size: int, sha256: str, packed: bytes, code: object, *,
-             raw: bool) -> None:
+    def _set(self, path: str, mtime_ns: int, size: int, sha256: str, source: bytes | str, code: object) -> None:
         setattr_ = object.__setattr__
         setattr_(self, "path", path)
         setattr_(self, "mtime_ns", mtime_ns)
         setattr_(self, "size", size)
         setattr_(self, "sha256", sha256)
-        setattr_(self, "_packed", packed)
-        setattr_(self, "_raw", raw)
+        setattr_(self, "_source", source)
         setattr_(self, "code", code_index(code) if isinstance(code, types.CodeType) else None)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -109,23 +108,24 @@ class Baseline:
 
     @property
     def text(self) -> str:
-        """The source text (decoded again on each access: keep it only as long as needed)."""
-        data = zlib.decompress(self._packed)
-        if not self._raw:
-            return data.decode("utf-8", "surrogatepass")
+        """The source text (decompressed and decoded on each access: keep it only as long as needed)."""
+        source = self._source
+        if isinstance(source, str):
+            return source
         import importlib.util
 
-        return importlib.util.decode_source(data)
+        return importlib.util.decode_source(zlib.decompress(source))
 
     @property
     def packed(self) -> bytes:
-        """The source as kept (zlib-compressed; see ``imported``)."""
-        return self._packed
+        """The source compressed (what ``imported`` keeps; made on demand for a text baseline)."""
+        source = self._source
+        return source if isinstance(source, bytes) else zlib.compress(source.encode("utf-8", "surrogatepass"), _LEVEL)
 
     @property
     def kept_bytes(self) -> int:
-        """Bytes of source kept (compressed)."""
-        return len(self._packed)
+        """Bytes of source kept (compressed bytes, or the text's length)."""
+        return len(self._source)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Baseline):
