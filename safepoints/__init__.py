@@ -3,7 +3,7 @@
 See ``safepoints/_core.py`` for the design notes and README section 5 for use.
 """
 
-from ._asyncio import asyncio_worker
+from ._asyncio import async_critical, asyncio_worker
 from ._core import checkpoint, critical, current_pause_holder, idle, pause, statistics, worker
 from ._exceptions import PauseTimeout
 from ._records import HeldWorker, PauseInfo, Statistics, WorkerInfo
@@ -14,6 +14,7 @@ __all__ = [
     "PauseTimeout",
     "Statistics",
     "WorkerInfo",
+    "async_critical",
     "asyncio_worker",
     "checkpoint",
     "critical",

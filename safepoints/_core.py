@@ -119,6 +119,7 @@ import sysconfig
 import threading
 import time
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
@@ -187,6 +188,7 @@ class _Worker:
         "parked",
         "thread",
         "unit",
+        "units",
     )
 
     def __init__(self, name: str, thread: threading.Thread, ident: int, *, unit: bool = False) -> None:
@@ -200,15 +202,16 @@ class _Worker:
         self.critical = 0
         self.parked = False
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.loop_depth = 0
+        self.loop_depth = 0  # loop registrations: asyncio_worker() blocks and counted async units
+        self.units = 0  # async units of work in flight on ``loop`` (see "async units of work")
 
     def safe(self) -> bool:
-        return self.parked or (self.idle > 0 and self.critical == 0)
+        return self.parked or (self.idle > 0 and self.critical == 0 and self.units == 0)
 
     def state(self) -> str:
         if self.parked:
             return "parked"
-        if self.critical:
+        if self.critical or self.units:
             return "critical"
         if self.idle:
             return "idle"
@@ -236,7 +239,7 @@ def _checkpoint_slow() -> None:
     if w is None:
         return
     with _lock:
-        if _pending and _holder != ident and not w.critical and not w.parked:
+        if _pending and _holder != ident and not w.critical and not w.parked and not w.units:
             _park_locked(w)
 
 
@@ -303,7 +306,9 @@ def _unregister(ident: int, loop: asyncio.AbstractEventLoop | None = None) -> No
         w = _workers.get(ident)
         if w is None:
             return
-        if loop is not None and w.loop is loop:
+        if loop is not None and w.loop is not loop:
+            return  # dropped when its loop was found closed (_drop_closed_loops_locked)
+        if loop is not None:
             w.loop_depth -= 1
             if w.loop_depth <= 0:
                 w.loop = None
@@ -373,7 +378,7 @@ class _IdleBlock(AbstractContextManager[None]):
         self._w = w
         with _lock:
             w.idle += 1
-            if _pending and w.critical == 0:
+            if _pending and w.critical == 0 and w.units == 0:
                 _acknowledge_locked(ident)
 
     def __exit__(
@@ -387,7 +392,7 @@ class _IdleBlock(AbstractContextManager[None]):
             return
         with _lock:
             w.idle -= 1
-            if _pending and w.idle == 0 and w.critical == 0 and _holder != w.ident:
+            if _pending and w.idle == 0 and w.critical == 0 and not w.units and _holder != w.ident:
                 _park_locked(w)
 
 
@@ -420,7 +425,7 @@ class _CriticalBlock(AbstractContextManager[None]):
             w.critical += 1
             return
         with _lock:
-            if _pending and _holder != ident and not w.parked:
+            if _pending and _holder != ident and not w.parked and not w.units:
                 _park_locked(w)
             w.critical = 1
 
@@ -438,7 +443,7 @@ class _CriticalBlock(AbstractContextManager[None]):
             return
         with _lock:
             w.critical = 0
-            if _pending and _holder != w.ident:
+            if _pending and _holder != w.ident and not w.units:  # with units: parks when they end
                 if w.idle:
                     _acknowledge_locked(w.ident)
                 else:
@@ -460,19 +465,26 @@ def critical() -> AbstractContextManager[None]:
 
 
 class _PauseBlock(AbstractContextManager[PauseInfo]):
-    __slots__ = ("_ident", "_info", "_started", "_timeout")
+    __slots__ = ("_ident", "_info", "_started", "_timeout", "_unit")
 
     def __init__(self, timeout: float) -> None:
         self._timeout = float(timeout)
         self._info: PauseInfo | None = None
         self._ident: int | None = None
         self._started = 0.0
+        self._unit: _Unit | None = None
 
     def __enter__(self) -> PauseInfo:
         if self._info is not None:
             raise RuntimeError("this pause() block is already entered; call pause() again")
         self._ident = _get_ident()
-        self._info, self._started = _acquire(self._ident, self._timeout)
+        self._unit = _leave_own_unit()  # a pause never waits for the async unit it runs in
+        try:
+            self._info, self._started = _acquire(self._ident, self._timeout)
+        except BaseException:
+            unit, self._unit = self._unit, None
+            _rejoin_own_unit(unit)
+            raise
         return self._info
 
     def __exit__(
@@ -482,8 +494,12 @@ class _PauseBlock(AbstractContextManager[PauseInfo]):
         tb: TracebackType | None,
     ) -> None:
         info, self._info = self._info, None
-        if info is not None and self._ident is not None:
-            _release(self._ident, info, self._started)
+        unit, self._unit = self._unit, None
+        try:
+            if info is not None and self._ident is not None:
+                _release(self._ident, info, self._started)
+        finally:
+            _rejoin_own_unit(unit)
 
 
 def pause(timeout: float = 1.0) -> AbstractContextManager[PauseInfo]:
@@ -536,7 +552,7 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
 def _wait_for_holder_locked(ident: int, deadline: float, timeout: float) -> None:
     global _pause_timeouts
     me = _workers.get(ident)
-    if me is not None and me.critical:
+    if me is not None and (me.critical or me.units):
         me = None  # inside critical() it is not at a safepoint: one of the pauses will time out
     if me is not None:  # a worker waiting for a pause is at a safepoint
         me.parked = True
@@ -624,6 +640,8 @@ def _release_locked() -> None:
     _arrived.clear()
     _resume.notify_all()
     _free.notify_all()
+    if _held:
+        _wake_held_locked()
 
 
 def _held_count_locked(ident: int) -> int:
@@ -652,6 +670,180 @@ def current_pause_holder() -> int | None:
     return _holder
 
 
+# --------------------------------------------------------------------------- async units of work
+# ``async_critical()`` (see _asyncio.py). A unit counts in its loop thread's worker (``units``,
+# plus one registration: ``depth`` and ``loop_depth``); while ``units`` > 0 the thread is not at
+# a safepoint and never parks (the loop must keep running so that the units can finish). A unit
+# that starts while a pause is pending awaits a future kept in ``_held``; releasing the pause
+# wakes every held future with ``call_soon_threadsafe``. All of it is under ``_lock`` and works
+# from any thread: a unit may be left by a pauser running in its context, or closed by the GC.
+
+_current_unit: ContextVar[_Unit | None] = ContextVar("safepoints_async_unit", default=None)
+_held: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+
+
+class _Unit:
+    """One ``async_critical()`` block on an event loop (also the value of ``_current_unit``)."""
+
+    __slots__ = ("active", "counted", "ident", "loop", "name", "thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str | None) -> None:
+        self.loop = loop
+        self.thread = threading.current_thread()
+        self.ident = _get_ident()
+        self.name = name if name is not None else self.thread.name
+        self.active = False  # entered and not yet exited: the task (and tasks it starts) is inside
+        self.counted = False  # counted in its loop's worker (not while a pause from inside it runs)
+
+
+def _unit_enter(unit: _Unit) -> asyncio.Future[None] | None:
+    """On the loop thread: count ``unit`` in and return None, or (a pause is pending) a future to await."""
+    with _lock:
+        if _pending:
+            held: asyncio.Future[None] = unit.loop.create_future()
+            _held.setdefault(unit.loop, []).append(held)
+            return held
+        _unit_count_locked(unit)
+        unit.active = True
+        return None
+
+
+def _unit_exit(unit: _Unit) -> None:
+    with _lock:
+        unit.active = False
+        _unit_uncount_locked(unit)
+
+
+def _unit_count_locked(unit: _Unit) -> None:
+    ident = unit.ident
+    w = _workers.get(ident)
+    if w is not None and w.thread is not unit.thread:  # a dead thread's ident was reused
+        del _workers[ident]
+        w = None
+    if w is None:  # registered for its units only: HeldWorker.unit tells it from a long-lived worker
+        w = _Worker(unit.name, unit.thread, ident, unit=True)
+        w.depth = 0
+        _workers[ident] = w
+    elif w.loop is not None and w.loop is not unit.loop:
+        raise RuntimeError("this thread is already registered with a different event loop")
+    w.depth += 1
+    w.loop = unit.loop
+    w.loop_depth += 1
+    w.units += 1
+    unit.counted = True
+
+
+def _unit_uncount_locked(unit: _Unit) -> None:
+    if not unit.counted:
+        return
+    unit.counted = False
+    ident = unit.ident
+    w = _workers.get(ident)
+    if w is None or w.loop is not unit.loop or w.thread is not unit.thread:
+        return  # dropped with its closed loop or its dead thread
+    w.units -= 1
+    w.loop_depth -= 1
+    if w.loop_depth <= 0:
+        w.loop = None
+        w.loop_depth = 0
+    w.depth -= 1
+    if w.depth <= 0:  # the loop was registered for its units only: it leaves, nothing to park
+        del _workers[ident]
+        _acknowledge_locked(ident)
+    elif w.units == 0 and _pending and _holder != ident:
+        if w.safe():
+            _acknowledge_locked(ident)
+        elif w.loop is not None and not w.parked:
+            # the pauser's wake-up found units in flight and did not park: park between callbacks now
+            try:
+                w.loop.call_soon_threadsafe(checkpoint)
+            except RuntimeError:  # closed: dropped at the pauser's next poll
+                pass
+
+
+def _unit_forget_held(loop: asyncio.AbstractEventLoop, held: asyncio.Future[None]) -> None:
+    with _lock:
+        futures = _held.get(loop)
+        if futures is not None and held in futures:
+            futures.remove(held)
+            if not futures:
+                del _held[loop]
+
+
+def _unit_check_holder() -> None:
+    """A held unit's periodic look: release a pause whose holder thread died holding it."""
+    with _lock:
+        _drop_dead_holder_locked()
+
+
+def _wake_held_locked() -> None:
+    for loop, futures in _held.items():
+        try:
+            loop.call_soon_threadsafe(_wake_futures, futures)
+        except RuntimeError:  # closed: the units held on it can never run
+            pass
+    _held.clear()
+
+
+def _wake_futures(futures: list[asyncio.Future[None]]) -> None:
+    for held in futures:
+        if not held.done():  # a held unit may have been cancelled meanwhile
+            held.set_result(None)
+
+
+def _leave_own_unit() -> _Unit | None:
+    """A pause requested inside an async unit (on its loop, or in a thread running in its
+    context, e.g. ``asyncio.to_thread``) does not wait for that unit: uncount it meanwhile."""
+    unit = _current_unit.get()
+    if unit is None or not unit.counted:
+        return None
+    with _lock:
+        if not unit.counted:
+            return None
+        _unit_uncount_locked(unit)
+    return unit
+
+
+def _rejoin_own_unit(unit: _Unit | None) -> None:
+    if unit is None:
+        return
+    with _lock:
+        if unit.active and not unit.counted:
+            try:
+                _unit_count_locked(unit)
+            except RuntimeError:  # its thread runs another loop now: the rest goes uncounted
+                pass
+
+
+def _drop_closed_loops_locked() -> None:
+    """Forget the registrations and units of loops closed while registered (they can never run)."""
+    for ident, w in list(_workers.items()):
+        loop = w.loop
+        if loop is None or not loop.is_closed():
+            continue
+        _held.pop(loop, None)
+        w.depth -= w.loop_depth
+        w.units = 0
+        w.loop = None
+        w.loop_depth = 0
+        if w.depth <= 0:
+            del _workers[ident]
+            _acknowledge_locked(ident)
+
+
+def _units_after_fork_locked(survivor: _Worker | None, *, held: bool) -> None:
+    """In a fork child: held units of other threads' loops are gone; the survivor's wake on their
+    own (``_HOLDER_CHECK``) if the pause did not survive, or when the survivor's pause ends."""
+    keep = survivor.loop if survivor is not None and held else None
+    for loop in list(_held):
+        if loop is not keep:
+            del _held[loop]
+
+
+def _loop_label(loop: asyncio.AbstractEventLoop) -> str:
+    return f"{type(loop).__name__} 0x{id(loop):x}"
+
+
 # --------------------------------------------------------------------------- introspection
 
 
@@ -677,6 +869,7 @@ def _reap_locked() -> None:
     for ident in dead:
         del _workers[ident]
         _acknowledge_locked(ident)
+    _drop_closed_loops_locked()
 
 
 def _outside_package(frame: FrameType | None) -> list[FrameType]:
@@ -724,6 +917,8 @@ def _info(w: _Worker, frames: dict[int, FrameType]) -> WorkerInfo:
         native_id=w.native_id,
         state=w.state(),
         where=_where(frames.get(w.ident)),
+        loop=None if w.loop is None else _loop_label(w.loop),
+        units=w.units,
     )
 
 
@@ -748,13 +943,15 @@ def _timeout_message(
         )
         if caller is not None and caller != info.where:
             part += f" (called from {caller})"
+        if info.units:
+            part += f" with {info.units} async unit(s) of work in flight on event loop {info.loop}"
         parts.append(part)
     return (
         f"safepoints.pause() timed out after {timeout:g}s: {len(late)} worker thread(s) did "
         f"not reach a safepoint: {'; '.join(parts)}. The pause was abandoned and every worker "
         "released; make these threads call safepoints.checkpoint() more often, wrap their "
-        "blocking waits in safepoints.idle(), keep critical() blocks short, or retry with a "
-        "longer timeout."
+        "blocking waits in safepoints.idle(), keep critical() and async_critical() blocks "
+        "short, or retry with a longer timeout."
     )
 
 
@@ -815,6 +1012,7 @@ def _reset_after_fork_in_child() -> None:
     _late.clear()
     _waited.clear()
     _arrived.clear()
+    _units_after_fork_locked(survivor, held=_holder == me)
     if _holder == me:
         _holder_thread = threading.current_thread()
     else:

@@ -15,10 +15,16 @@ class WorkerInfo:
     ``state`` is one of ``"running"`` (executing code, not at a safepoint),
     ``"parked"`` (blocked in a safepoint until the pause ends), ``"idle"``
     (inside :func:`safepoints.idle`: blocked in a wait that counts as parked)
-    or ``"critical"`` (inside :func:`safepoints.critical`: a pause waits for
-    the block to end). ``where`` is ``"file:line in function"`` of the
+    or ``"critical"`` (inside :func:`safepoints.critical`, or an event loop
+    with async units of work in flight: a pause waits for them to end). ``where`` is ``"file:line in function"`` of the
     innermost frame outside the safepoints package, or ``None`` when the
     thread has no Python frame.
+
+    For an event-loop thread (registered with :func:`safepoints.asyncio_worker`
+    or by an async unit of work), ``loop`` names the loop (its class and
+    ``id()`` in hex, e.g. ``"_UnixSelectorEventLoop 0x7f3a5c1d2e10"``) and
+    ``units`` counts the async units of work (:func:`safepoints.async_critical`)
+    in flight on it. Otherwise ``loop`` is ``None`` and ``units`` is 0.
     """
 
     name: str
@@ -26,6 +32,8 @@ class WorkerInfo:
     native_id: int | None
     state: str
     where: str | None
+    loop: str | None = None
+    units: int = 0
 
 
 @attrs.frozen

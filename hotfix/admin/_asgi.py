@@ -19,9 +19,9 @@ _SINGLE_HEADERS = ("host", "authorization", "content-length", "content-type", "t
 class ASGIApp:
     """An ASGI callable serving the admin routes; ``token``/``token_file`` as for ``serve``.
 
-    Requests run in the event loop's default executor: an apply blocks for
-    its probation window and must not block the loop (which, when it is a
-    safepoints worker, has to park for the swap).
+    Requests run in the event loop's default executor (``asyncio.to_thread``):
+    an apply blocks for its probation window and must not block the loop
+    (which, when it is a safepoints worker, has to park for the swap).
     """
 
     def __init__(self, router: Router, token_file: str | None, allow_single_process: bool = False,
@@ -83,12 +83,13 @@ class ASGIApp:
             if not message.get("more_body", False):
                 break
         request = Request(method, path, headers, b"".join(chunks), remote, "asgi")
-        loop = asyncio.get_running_loop()
-        refused = await loop.run_in_executor(None, guard, router, request, self.allow_single_process, self.socket_dir)
+        # to_thread: the work carries this request's context, so a pause it takes does not wait
+        # for the request itself when the request is an async unit of work (ASGIMiddleware)
+        refused = await asyncio.to_thread(guard, router, request, self.allow_single_process, self.socket_dir)
         if refused is not None:  # one worker of a multi-process server: it would patch itself only
             await self._send(send, refused)
             return
-        response = await loop.run_in_executor(None, router.handle, request)
+        response = await asyncio.to_thread(router.handle, request)
         await self._send(send, annotate(response, request, self.socket_dir))
 
     @staticmethod

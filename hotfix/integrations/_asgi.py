@@ -1,9 +1,24 @@
-"""ASGI middleware: the event loop is a registered worker while a request is in flight.
+"""ASGI middleware: each HTTP request is an async unit of work (``safepoints.async_critical``).
 
-A pause then parks the loop *between* callbacks (see ``safepoints.asyncio_worker``):
-no request code runs during the swap. A request that awaits across the swap
-continues in the new code after its ``await`` (a ``critical()`` section over
-awaits would let one slow request hold every patch).
+* ``http``: a pause waits for the requests in flight on the loop (the loop
+  keeps running them) and holds requests that arrive meanwhile (they await,
+  the loop is not blocked) until the swap is done. So a request sees all old
+  or all new code, even when it awaits between two calls into a patched
+  module. When the last request ends the loop parks between callbacks (under
+  ``hotfix run``, where every loop is a registered worker) or leaves the pause
+  alone (with only the middleware: code outside requests is not paused).
+* ``websocket``: not a unit. A connection lives for minutes or hours and would
+  hold every patch for that long (or make every patch time out). While one is
+  open the loop is a registered worker (``safepoints.asyncio_worker``): a
+  pause parks the loop *between* callbacks, and the connection's code
+  continues in the new version after its next ``await``.
+* ``lifespan``: passed through untouched (it lasts as long as the server).
+  Under ``hotfix run`` the loop is registered anyway, so code outside requests
+  (lifespan tasks, background tasks) parks between callbacks.
+
+A request that itself applies a patch (hotfix's mounted admin app) is not
+waited for: the pause runs in a thread that carries the request's context
+(``asyncio.to_thread``), and a pause never waits for its own unit.
 """
 
 from __future__ import annotations
@@ -28,15 +43,19 @@ class ASGIMiddleware:
         self.name = name
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        _process.unit_started()
-        try:
+        kind = scope.get("type")
+        if kind == "http":
+            async with safepoints.async_critical(name=self.name):
+                _process.unit_started()
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    _process.unit_finished()
+        elif kind == "websocket":
             async with safepoints.asyncio_worker(name=self.name):
                 await self.app(scope, receive, send)
-        finally:
-            _process.unit_finished()
+        else:
+            await self.app(scope, receive, send)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)

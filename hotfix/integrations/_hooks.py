@@ -7,7 +7,9 @@ been executed, a hook wraps the framework's entry point:
   arbiter marks its process as a supervisor, each worker as a worker;
 * uvicorn: the loaded ASGI app in ``ASGIMiddleware``;
 * Django: ``WSGIHandler.__call__`` as a unit of work (counted once under gunicorn);
-* Celery: task signals (``connect_celery``).
+* Celery: task signals (``connect_celery``);
+* asyncio (and uvloop): every event loop's ``run_forever``, so that each loop
+  is a registered worker that parks between callbacks (``hotfix._run._loops``).
 
 Only public attributes of those frameworks are wrapped; nothing is imported
 that the service does not import itself.
@@ -22,7 +24,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .._run import _process
+from .._run import _loops, _process
 from ._asgi import ASGIMiddleware
 from ._unit import UnitOfWork
 from ._wsgi import WSGIMiddleware
@@ -97,6 +99,8 @@ HOOKS: dict[str, Callable[[types.ModuleType], None]] = {
     "uvicorn.config": _uvicorn_config,
     "django.core.handlers.wsgi": _django_wsgi,
     "celery.signals": _celery_signals,
+    "asyncio.base_events": _loops.hook_asyncio,
+    "uvloop": _loops.hook_uvloop,
 }
 
 

@@ -25,7 +25,8 @@ PUBLIC = {
         "covered", "enable_hooks",
     },
     safepoints: {
-        "HeldWorker", "PauseInfo", "PauseTimeout", "Statistics", "WorkerInfo", "asyncio_worker", "checkpoint", "critical",
+        "HeldWorker", "PauseInfo", "PauseTimeout", "Statistics", "WorkerInfo", "async_critical", "asyncio_worker",
+        "checkpoint", "critical",
         "current_pause_holder", "idle", "pause", "statistics", "worker",
     },
     verification: {

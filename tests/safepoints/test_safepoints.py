@@ -141,6 +141,7 @@ def test_public_api() -> None:
             "PauseTimeout",
             "Statistics",
             "WorkerInfo",
+            "async_critical",
             "asyncio_worker",
             "checkpoint",
             "critical",
