@@ -83,6 +83,12 @@ on each such loop with ``call_soon_threadsafe``. That wakes a loop blocked
 in ``select()`` and the loop parks inside that callback, i.e. between
 callbacks: the callback running when the pause starts (and any already in
 the ready queue) finishes first, and none runs while the pause is held.
+Async units of work (``async_critical()``) count per loop thread in
+``_Worker.units``: while any is in flight the thread is not at a safepoint
+and never parks (checked wherever ``critical`` is), so the loop runs them
+to the end; units entered during a pause await a future that releasing the
+pause resolves (section "async units of work" below, notes in
+``_asyncio.py``).
 
 Limits
 ------

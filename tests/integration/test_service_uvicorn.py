@@ -3,6 +3,9 @@
 uvicorn's supervisor starts its workers with multiprocessing's *spawn*: each
 is a fresh interpreter that bootstraps hotfix from ``PYTHONPATH``. The
 supervisor never imports the app: it is ``not-loaded`` and skipped.
+
+Each HTTP request is an async unit of work: a request that awaits between two
+calls into a patched module sees one version, while patches apply under load.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .service_helpers import (
     answers,
     copy_example,
     greeting_hotfix_run,
+    hotfix_run,
     loaded,
     rollout,
     unix_get,
@@ -87,5 +91,66 @@ def test_uvicorn_workers(tmp_path, short_dir):
         code, status = rollout("--socket-dir", sockets, "status", "greeting")
         assert (code, status["converged"]) == (0, True), status
         assert {unix_get(http)[1]["greeting"] for _ in range(20)} == {"Hello world"}
+    finally:
+        service.close()
+
+
+AWAITING_APP = """
+import asyncio, os
+import versioned
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/")
+async def both() -> dict:
+    first = versioned.tag()
+    await asyncio.sleep(0.01)  # other requests run meanwhile; a patch may be requested now
+    second = versioned.tag()
+    return {"first": first, "second": second, "pid": os.getpid()}
+"""
+
+
+def versioned(n: int) -> str:
+    return f"def tag() -> str:\n    return 'v{n}'\n"
+
+
+def test_a_request_awaiting_between_two_calls_sees_one_version_under_patches(tmp_path, short_dir):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.py").write_text(AWAITING_APP)
+    (app / "versioned.py").write_text(versioned(0))
+    sockets = short_dir("hfsv-")
+    http = os.path.join(short_dir("hfvh-"), "u.sock")
+    argv = [*hotfix_run(sockets, "--probation", "0"), "uvicorn", "--uds", http, "--log-level", "warning", "app:app"]
+    service = Service(argv, app, tmp_path / "uvicorn.log", sockets)
+    patches = 6
+    try:
+        service.wait_for("versioned loaded", loaded(sockets, "versioned", 1))
+        service.wait_for("HTTP answers", answers(http))
+        loads = [Load(lambda: unix_get(http)) for _ in range(4)]
+        for load in loads:
+            load.__enter__()
+        try:
+            for n in range(1, patches + 2):
+                grown = [load.grown_by(5) for load in loads]
+                service.wait_for("more load", lambda grown=grown: all(more() for more in grown))
+                if n > patches:
+                    break
+                (app / "versioned.py").write_text(versioned(n))
+                code, doc = rollout("--socket-dir", sockets, "apply", "versioned")
+                assert (code, doc["outcome"]) == (0, "applied"), doc
+        finally:
+            for load in loads:
+                load.__exit__()
+        results = [r for load in loads for r in load.results]
+        errors = [e for load in loads for e in load.errors]
+        assert not errors and not [r for r in results if r[1] != 200], (errors[:3], results[:3])
+        mixed = [r[2] for r in results if r[2]["first"] != r[2]["second"]]
+        assert mixed == [], f"{len(mixed)} of {len(results)} requests saw two versions: {mixed[:5]}"
+        seen = {r[2]["first"] for r in results}
+        assert {"v0", f"v{patches}"} <= seen, seen
+        assert all(load.results[-1][2]["first"] == f"v{patches}" for load in loads)
     finally:
         service.close()
