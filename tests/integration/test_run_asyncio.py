@@ -17,6 +17,9 @@ SCRIPT = r"""
 import asyncio, os, sys, threading
 import appmod
 
+stdin_closed = threading.Event()  # the test closes stdin: stop
+threading.Thread(target=lambda: (sys.stdin.read(), stdin_closed.set()), daemon=True).start()
+
 async def report(where):
     last = None
     while True:
@@ -24,7 +27,7 @@ async def report(where):
         if value != last:
             os.write(1, f"{where} {value}\n".encode())  # one write: the two loops' lines never mix
             last = value
-        if value == "stop":
+        if stdin_closed.is_set():
             return
         await asyncio.sleep(0.005)
 
@@ -65,7 +68,7 @@ def test_a_plain_asyncio_script_has_its_loops_registered_and_takes_patches(tmp_p
     (tmp_path / "appmod.py").write_text("def value():\n    return 'one'\n")
     (tmp_path / "main.py").write_text(SCRIPT)
     proc = subprocess.Popen([*hotfix_run(sockets), sys.executable, "main.py"], cwd=tmp_path, env=service_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = Lines(proc.stdout)
         lines.wait_for("main one", "background one")
@@ -79,14 +82,16 @@ def test_a_plain_asyncio_script_has_its_loops_registered_and_takes_patches(tmp_p
 
         (tmp_path / "appmod.py").write_text("def value():\n    return 'two'\n")
         code, doc = rollout("--socket-dir", sockets, "apply", "appmod", "--probation", "0")
-        assert (code, doc["outcome"]) == (0, "applied"), doc
+        assert (code, doc["outcome"]) == (0, "applied"), json.dumps(doc)
         lines.wait_for("main two", "background two")
 
-        (tmp_path / "appmod.py").write_text("def value():\n    return 'stop'\n")
+        (tmp_path / "appmod.py").write_text("def value():\n    return 'three'\n")
         code, doc = rollout("--socket-dir", sockets, "apply", "appmod", "--probation", "0")
-        assert (code, doc["outcome"]) == (0, "applied"), doc
+        assert (code, doc["outcome"]) == (0, "applied"), json.dumps(doc)
+        lines.wait_for("main three", "background three")
+        proc.stdin.close()
         assert proc.wait(READY_TIMEOUT) == 0
-        lines.wait_for("main stop", "background stop", f"pid {proc.pid}")
+        lines.wait_for(f"pid {proc.pid}")
     finally:
         if proc.poll() is None:
             proc.kill()
