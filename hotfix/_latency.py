@@ -1,71 +1,95 @@
 """Workers keep their turn on the GIL while hotfix computes.
 
-CPython makes a thread that holds the GIL give it up to a waiting thread
-only once per *switch interval* (5 ms by default). Verifying a change
-(reading, hashing, parsing, comparing, planning re-binds) is CPU work in
-the hotfix thread, so without care a worker that wakes up for its next
-request waits up to a full interval for every turn: a service whose
-workers answer in half a millisecond feels a 5 ms hiccup during a patch.
+Verifying a change (reading, hashing, parsing, comparing, planning
+re-binds) is CPU work in the hotfix thread, and a CPython thread that
+holds the GIL gives it up to a waiting thread only once per *switch
+interval* (5 ms by default), or when it blocks. Without care, a worker
+that wakes up for its next request waits up to a full interval for every
+turn: a service whose workers answer in half a millisecond feels a 5 ms
+hiccup during a patch.
 
-``responsive()`` lowers the switch interval for the duration of such a
-phase and restores it afterwards. It is process-wide state, so:
+``responsive()`` makes the computing thread *give way*: verification's
+long loops pass through ``give_way()`` points (``verification``'s
+``paced``/``give_way``: per definition compared, per few code objects
+rebased, per module walked, between the pieces of a parse), and at each
+point, once the thread has worked ``PIECE`` seconds since it last gave
+way, it sleeps ``AWAY`` times as long as it worked. Sleeping releases
+the GIL *and* the CPU: every thread that was waiting runs, and the
+verifying thread takes at most about ``1 / (1 + AWAY)`` of the GIL while
+others want it.
 
-* nested and concurrent phases (a dry run in one thread while an apply
-  runs in another) share one lowering; the first one in saves the value,
-  the last one out restores it (a counter under a lock);
-* if something else changed the interval meanwhile (the application, a
-  test), its value wins: we restore only what we set;
-* an interval already at or below ours is left alone.
+Why not a shorter switch interval (what this module did before): with a
+0.2 ms interval every thread waiting for the GIL wakes every 0.2 ms to
+demand it, so with tens of worker threads the GIL thrashes between them
+and the verifier; measured with 64 workers looping every 0.5 ms, a 10 ms
+verification then added ~10 ms to the longest gap a worker saw, and with
+8 workers ~2.4 ms, against ~0.3 ms for both when giving way by sleeping
+(``benchmarks/README.md``). It also changed process-wide state.
 
-What it cannot shorten: one long call into C that holds the GIL for its
-whole duration (``compile()`` or ``ast.parse()`` of a large file). Those
-are bounded by keeping such calls small (see the README, Performance).
+When no other thread could be waiting (none alive but this one and
+hotfix's own background threads, named ``hotfix-*``), nothing changes: the
+computation runs at full speed. Under a ``safepoints`` pause held by this
+thread it never sleeps (every worker is parked: sleeping would only
+lengthen the pause). Nested and concurrent uses are independent: the state
+is per thread (``verification.yielding``).
+
+What it cannot shorten: one call into C that holds the GIL for its whole
+duration (``compile()`` or ``ast.parse()`` of a large text, a garbage
+collection). Those are kept small elsewhere (only the edited region is
+compiled; large files are parsed in pieces; see the README, Performance).
 """
 
 from __future__ import annotations
 
-import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: The switch interval while hotfix computes: a waiting worker gets the GIL within about this long.
-RESPONSIVE_INTERVAL = 0.0002
+import safepoints
 
-_lock = threading.Lock()
-_depth = 0
-_saved: float | None = None  # the interval to restore, None if we did not change it
-_ours: float | None = None  # what we set (as read back: the interpreter stores microseconds)
+#: Work at most about this long between two turns given to waiting threads.
+PIECE = 0.0002
+#: Then sleep this many times as long as the piece took (0.5: at most ~2/3 of the GIL while others wait).
+AWAY = 0.5
+
+_now = time.perf_counter
+_sleep = time.sleep
+_get_ident = threading.get_ident
 
 
 @contextmanager
 def responsive() -> Iterator[None]:
-    """Run the block with a short switch interval (nested- and thread-safe; restored in every case)."""
-    _enter()
-    try:
+    """Run the block giving way to other threads at verification's ``give_way()`` points."""
+    if not _others_alive():
         yield
-    finally:
-        _exit()
+        return
+    # imported here, not at the top: install() does not load verification's modules
+    from verification import yielding
+
+    with yielding(_GiveWay(_get_ident())):
+        yield
 
 
-def _enter() -> None:
-    global _depth, _saved, _ours
-    with _lock:
-        if _depth == 0:
-            current = sys.getswitchinterval()
-            if current > RESPONSIVE_INTERVAL:
-                sys.setswitchinterval(RESPONSIVE_INTERVAL)
-                _saved, _ours = current, sys.getswitchinterval()
-            else:
-                _saved = _ours = None
-        _depth += 1
+def _others_alive() -> bool:
+    """Is any thread alive that might be waiting for the GIL (not this one, not hotfix's own)?"""
+    me = _get_ident()
+    return any(t.ident != me and not t.name.startswith("hotfix-") for t in threading.enumerate())
 
 
-def _exit() -> None:
-    global _depth, _saved, _ours
-    with _lock:
-        _depth -= 1
-        if _depth == 0:
-            if _saved is not None and sys.getswitchinterval() == _ours:
-                sys.setswitchinterval(_saved)
-            _saved = _ours = None
+class _GiveWay:
+    """The ``between`` callback: sleep ``AWAY`` x the time worked once a ``PIECE`` is done."""
+
+    __slots__ = ("_ident", "_mark")
+
+    def __init__(self, ident: int) -> None:
+        self._ident = ident
+        self._mark = _now()
+
+    def __call__(self) -> None:
+        worked = _now() - self._mark
+        if worked < PIECE:
+            return
+        if safepoints.current_pause_holder() != self._ident:
+            _sleep(worked * AWAY)
+        self._mark = _now()

@@ -43,6 +43,21 @@ itself) has *acknowledged*: it is parked in a checkpoint, or inside an
 ``idle()`` block (and will park when it leaves the block). When the pauser
 is done it clears the flag and wakes everyone.
 
+Waking is not running: each woken thread needs the GIL, and a releasing
+thread that goes on computing gives the GIL up only once per switch
+interval (5 ms by default). So after a release that resumed parked threads
+the releasing thread *hands over*: it sleeps about one GIL hand-off per
+resumed thread (``_HAND_OVER_EACH``, at most ``_HAND_OVER_MAX``, 1 ms), and
+the resumed threads run first. The resumed threads still take the GIL one
+after the other, and each re-acquires ``_lock`` on its way out of the wait
+(``Condition.wait``). Measured with 64 parked threads on a loaded 2-core
+box, the last one runs ~2.3 ms after ``notify_all``, against ~2.1 ms when
+each waits on a bare lock that the release opens and each passes on (no
+``_lock`` to re-acquire): the serial part is the GIL hand-offs themselves
+(~30 us each), not the lock, so the simpler condition stays. Nothing here
+changes what a pause guarantees; it only orders who runs first afterwards.
+(A free-threaded build without a GIL skips the hand-over.)
+
 ``checkpoint()`` with no pause pending is one global load and a return:
 ``if _pending: _checkpoint_slow()``. No lock, no thread-local lookup; it
 costs about as much as calling an empty function, so it can sit inside a
@@ -147,6 +162,7 @@ __all__ = [
 
 _get_ident = threading.get_ident
 _now = time.perf_counter
+_sleep = time.sleep
 
 #: Fast-path flag: True while a pause is requested or held. Only written under ``_lock``.
 _pending: bool = False
@@ -168,6 +184,11 @@ _arrived: list[_Worker] = []  # workers that registered during the current pause
 _POLL = 0.01
 #: How often parked threads and waiting pausers check that the pause holder is alive.
 _HOLDER_CHECK = 0.5
+#: After a release the releasing thread sleeps this long per resumed parked thread, at most _HAND_OVER_MAX.
+_HAND_OVER_EACH = 20e-6
+_HAND_OVER_MAX = 0.001
+#: Threads take turns on a GIL (False on a free-threaded build running without one).
+_GIL: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 _pauses = 0
 _pause_timeouts = 0
@@ -625,6 +646,7 @@ def _release(ident: int, info: PauseInfo, started: float) -> None:
         if _holder != ident:  # already released (should not happen)
             return
         arrived = tuple(_held_worker(w) for w in _arrived if all(h.thread_id != w.ident for h in info.held))
+        resumed = sum(1 for w in _workers.values() if w.parked)
         _release_locked()
         stall = _now() - started
         info.stall_seconds = stall
@@ -633,6 +655,18 @@ def _release(ident: int, info: PauseInfo, started: float) -> None:
         _last_stall = stall
         if _max_stall is None or stall > _max_stall:
             _max_stall = stall
+    _hand_over(resumed)
+
+
+def _hand_over(resumed: int) -> None:
+    """After a release: let the ``resumed`` parked threads take the GIL before this one goes on.
+
+    ``notify_all`` wakes them, but each needs the GIL to run, and a thread
+    that keeps computing gives it up only once per switch interval (5 ms):
+    sleeping gives it up at once. About one GIL hand-off per thread, capped.
+    """
+    if resumed and _GIL:
+        _sleep(min(resumed * _HAND_OVER_EACH, _HAND_OVER_MAX))
 
 
 def _release_locked() -> None:

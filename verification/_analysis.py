@@ -18,6 +18,7 @@ from __future__ import annotations
 import types
 
 from ._changes import ModifyFunction, RemoveName, RetargetClosure, RunStatement, UpdateStarImport
+from ._chunked import give_way
 from ._differ import Differ
 from ._findings import Finding
 from ._holders import cached_values, held_old_objects, star_imports
@@ -73,6 +74,7 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
     except SourceProblem as exc:
         report = Report.build(name, SourceSection(path, base_state, None), [Finding(exc.code, None, exc.message)])
         return empty_plan(module, report, path)
+    give_way()
     section = SourceSection(path, base_state, source.state)
     if baseline is not None and baseline.state.sha256 == source.state.sha256:
         return empty_plan(module, Report.build(name, section, []), path, source.state, source.text)
@@ -85,15 +87,20 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
         return empty_plan(module, Report.build(name, section, [finding]), path, source.state, source.text)
     except RecursionError:
         return empty_plan(module, Report.build(name, section, [_too_deep(path)]), path, source.state, source.text)
+    give_way()
     differ = Differ(module, old, new, sources)
     try:
         differ.scope("", old.scope if old else None, new.scope, module)
+        give_way()
         differ.closures(module)
     except RecursionError:
         return empty_plan(module, Report.build(name, section, [_too_deep(path)]), path, source.state, source.text)
+    give_way()
     findings = differ.findings
     findings.extend(held_old_objects(differ))
+    give_way()
     findings.extend(cached_values(differ))
+    give_way()
     stars, star_findings = star_imports(module, new, differ.changes, sources)
     differ.changes.extend(stars)
     findings.extend(star_findings)
@@ -101,7 +108,9 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
         findings.insert(0, Finding("no-baseline", None, REASON_NO_BASELINE))
     if not findings and baseline is not None:
         findings.append(Finding("source-only", None, "the text changed but every definition compiles to the same code"))
+    give_way()
     impact, deps = _impact(module, differ, thread_states, heap_scan)
+    give_way()
     for qualname, count in impact.instances or ():
         if count and any(isinstance(c, ModifyFunction) and not c.line_only and c.new.qualname == f"{qualname}.__init__"
                          for c in differ.changes):
@@ -110,6 +119,7 @@ def analyze(module: types.ModuleType, baseline: Baseline | None, *,
     report = Report.build(name, section, findings, impact, deps)
     if report.verdict not in ("safe", "risky"):
         return empty_plan(module, report, path, source.state, source.text)
+    give_way()
     return build_plan(module, report, source.state, source.text, old, new, tuple(differ.changes), sources)
 
 

@@ -10,9 +10,15 @@ carries its true line number (the tokenizer skips blank lines at ~10 ns
 each). The result equals ``ast.parse`` of the whole text; anything unusual
 (a piece that does not parse on its own) falls back to one full parse.
 
-Between pieces the interpreter may switch threads; a background caller
-that wants to give way explicitly sets a ``between`` callback for its own
-thread (``yielding``), called after each piece.
+Between pieces other threads may run: a caller that wants its thread to
+give way sets a ``between`` callback for that thread (``yielding``). It is
+called after each parsed piece and at every ``give_way()`` point: the long
+loops of a verification (per definition compared, per module walked, per
+code object rebased) call ``give_way()``, so that a thread verifying a
+change under ``yielding`` can stop every fraction of a millisecond and let
+waiting threads have the GIL (``hotfix._latency`` decides how: the
+callback sees how long the thread has worked since it last gave way). With
+no callback set, ``give_way()`` is one thread-local look-up.
 
 ``prebuild_model`` builds and caches the model of a running version that
 way, for a background thread: the first dry run then finds it built.
@@ -27,9 +33,9 @@ import operator
 import re
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from ._model import ModuleModel
@@ -55,13 +61,31 @@ _local = threading.local()
 
 @contextmanager
 def yielding(between: Callable[[], None]) -> Iterator[None]:
-    """In this thread, call ``between()`` after each piece parsed by ``parse_in_pieces``."""
+    """In this thread, call ``between()`` at every ``give_way()`` point (and after each parsed piece)."""
     previous = getattr(_local, "between", None)
     _local.between = between
     try:
         yield
     finally:
         _local.between = previous
+
+
+def give_way() -> None:
+    """A point where a long computation may let other threads run: calls this thread's ``between``, if any."""
+    between = getattr(_local, "between", None)
+    if between is not None:
+        between()
+
+
+_T = TypeVar("_T")
+
+
+def paced(items: Iterable[_T], every: int = 32) -> Iterator[_T]:
+    """``items``, with a ``give_way()`` point every ``every`` items (for loops of cheap steps)."""
+    for i, item in enumerate(items):
+        if not i % every:
+            give_way()
+        yield item
 
 
 def prebuild_model(text: str, path: str, sha256: str, code: types.CodeType) -> bool:
@@ -94,9 +118,7 @@ def parse_in_pieces(text: str, path: str, code: types.CodeType) -> ast.Module:
         for start, stop in zip(bounds, bounds[1:], strict=False):
             piece = "\n" * (start - 1) + "".join(lines[start - 1 : stop - 1])
             body.extend(ast.parse(piece, filename=path).body)
-            between = getattr(_local, "between", None)
-            if between is not None:
-                between()
+            give_way()
     except (SyntaxError, ValueError):
         return ast.parse(text, filename=path)  # a cut was not a statement boundary after all
     return ast.Module(body=body, type_ignores=[])
@@ -137,8 +159,9 @@ def compile_around(previous: ModuleModel, new_lines: list[str], path: str, head:
     if _MODULE_WIDE.search(middle):
         return None
     flags = previous.code.co_flags & _FUTURE_FLAGS
-    spans = [(first_line(e.node) + e.offset, (e.node.end_lineno or e.node.lineno) + e.offset) for e in entries]
+    spans = [(first_line(e.node) + e.offset, (e.node.end_lineno or e.node.lineno) + e.offset) for e in paced(entries, 64)]
     top = sorted((c for c in previous.code.co_consts if isinstance(c, types.CodeType)), key=lambda c: c.co_firstlineno)
+    give_way()
     lines = [c.co_firstlineno for c in top]
     codes: list[types.CodeType] = []
     head_end = spans[head - 1][1] if head > 0 else 0
@@ -148,6 +171,7 @@ def compile_around(previous: ModuleModel, new_lines: list[str], path: str, head:
             fresh = compile("\n" * (start - 1) + middle, path, "exec", flags=flags, dont_inherit=True)
             codes.extend(c for c in fresh.co_consts if isinstance(c, types.CodeType))
         for a, b in spans[tail:]:
+            give_way()
             inside = top[bisect.bisect_left(lines, a) : bisect.bisect_right(lines, b)]
             if not inside or not delta:
                 codes.extend(inside)

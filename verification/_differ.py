@@ -30,6 +30,7 @@ from ._changes import (
     RetargetClosure,
     RunStatement,
 )
+from ._chunked import give_way, paced
 from ._findings import Finding
 from ._live import LiveIndex, functions_named, unwrap_functions
 from ._model import (
@@ -135,7 +136,7 @@ class Differ:
         old_statements = Counter(s.dump for s in old.statements()) if old else Counter()
         dirty = _Dirty(outer)
         first = len(self.changes)
-        for entry in new.entries:
+        for entry in paced(new.entries, 8):
             start = len(self.changes)
             if isinstance(entry, FunctionDef):
                 self.function(prefix, entry, old_funcs.get(entry.key), namespace, old is not None, dirty)
@@ -159,7 +160,9 @@ class Differ:
                 self.unverified_statement(prefix, entry, namespace)
             for c in self.changes[start:]:
                 _note(dirty, c, prefix)
+        give_way()
         self.removals(prefix, old, new, namespace, old_statements)
+        give_way()
         self.owned_bindings(prefix, new, first)
 
     def owned_bindings(self, prefix: str, new: Scope, first: int) -> None:

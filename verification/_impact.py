@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from ._chunked import paced
 from ._model import CodeSet
 
 
@@ -157,7 +158,7 @@ def dependents(module: types.ModuleType, changed: dict[str, str]) -> tuple[Depen
     values = {id(vars(module)[k]): k for k, what in changed.items() if what == "value" and k in vars(module)}
     interesting = set(own) | set(values) | {id(module)}
     out = []
-    for other_name, other in list(sys.modules.items()):
+    for other_name, other in paced(list(sys.modules.items()), 16):
         ns = getattr(other, "__dict__", None)
         if other is module or not isinstance(ns, dict):
             continue

@@ -17,7 +17,7 @@ from typing import cast
 
 import attrs
 
-from ._chunked import compile_around, parse_in_pieces
+from ._chunked import compile_around, give_way, paced, parse_in_pieces
 
 CO_FUTURE_ANNOTATIONS = 0x1000000
 
@@ -144,7 +144,7 @@ def build_model(text: str, path: str, code: types.CodeType | None = None) -> Mod
 
 def _codes_by_position(code: types.CodeType) -> dict[tuple[str, int], types.CodeType]:
     codes: dict[tuple[str, int], types.CodeType] = {}
-    for c in iter_code_tree(code):
+    for c in paced(iter_code_tree(code)):
         codes.setdefault((c.co_qualname, c.co_firstlineno), c)
     return codes
 
@@ -171,19 +171,30 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None,
     """
     if previous is None:
         return build_model(text, path, code)
+    give_way()
     new_lines = text.splitlines(keepends=True)
+    give_way()
     old_lines = previous.lines
     n_old, n_new = len(old_lines), len(new_lines)
     limit = min(n_old, n_new)
+    step = 256  # compare runs of lines at C speed, giving way between runs
     prefix = 0
+    while prefix + step <= limit and old_lines[prefix : prefix + step] == new_lines[prefix : prefix + step]:
+        prefix += step
+        give_way()
     while prefix < limit and old_lines[prefix] == new_lines[prefix]:
         prefix += 1
     suffix = 0
+    while (suffix + step <= limit - prefix
+           and old_lines[n_old - suffix - step : n_old - suffix] == new_lines[n_new - suffix - step : n_new - suffix]):
+        suffix += step
+        give_way()
     while suffix < limit - prefix and old_lines[n_old - 1 - suffix] == new_lines[n_new - 1 - suffix]:
         suffix += 1
     delta = n_new - n_old
     entries = previous.scope.entries
-    spans = [(first_line(e.node) + e.offset, _end(e.node) + e.offset) for e in entries]
+    give_way()
+    spans = [(first_line(e.node) + e.offset, _end(e.node) + e.offset) for e in paced(entries, 64)]
     # keep entry i at the front if the next entry also starts in the shared prefix
     head = 0
     while head < len(entries) - 1 and spans[head + 1][0] <= prefix:
@@ -193,10 +204,12 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None,
     tail = len(entries)
     while tail - 1 > head and spans[tail - 2][1] + 1 >= first_shared_old:
         tail -= 1
+    give_way()
     start = spans[head - 1][1] + 1 if head > 0 else 1  # right after the last kept entry: the edit may be in between
     stop = (spans[tail][0] + delta - 1) if tail < len(entries) else n_new
     if code is None:  # compile only the edited region when that is exact, else all of it (checks the syntax)
         code = compile_around(previous, new_lines, path, head, tail, start, stop, delta) or compile(text, path, "exec", dont_inherit=True)
+    give_way()
     try:
         middle = ast.parse("".join(new_lines[start - 1 : stop]), filename=path).body if stop >= start else []
     except (SyntaxError, ValueError):
@@ -216,7 +229,7 @@ def build_model_incremental(text: str, path: str, previous: ModuleModel | None,
 def _rebase(entries: tuple[Entry, ...], delta: int, codes: dict) -> list[Entry] | None:
     """Previous entries moved by ``delta`` lines, paired with the new code objects."""
     out: list[Entry] = []
-    for e in entries:
+    for e in paced(entries):
         offset = e.offset + delta
         if isinstance(e, Statement):
             out.append(e if not delta else attrs.evolve(e, offset=offset))
@@ -238,7 +251,7 @@ def _rekey(scope: Scope) -> Scope:
     """Recompute the #N suffixes of same-named definitions after splicing."""
     seen: dict[str, int] = {}
     entries = []
-    for e in scope.entries:
+    for e in paced(scope.entries):
         if isinstance(e, FunctionDef | ClassDef):
             seen[e.qualname] = seen.get(e.qualname, 0) + 1
             key = e.qualname if seen[e.qualname] == 1 else f"{e.qualname}#{seen[e.qualname]}"

@@ -71,12 +71,23 @@ def decode_source(data: bytes, path: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _read_all(fh: io.BufferedReader, size: int) -> bytes:
+    """The file's bytes, at most ``MAX_SOURCE_BYTES + 1``: ``size`` (from fstat) + 1 first, the rest if it grew.
+
+    (``read(MAX_SOURCE_BYTES + 1)`` at once allocates 16 MiB every time: ~60 us of a re-check under a pause.)
+    """
+    data = fh.read(min(size, MAX_SOURCE_BYTES) + 1)
+    if len(data) > size and len(data) <= MAX_SOURCE_BYTES:
+        data += fh.read(MAX_SOURCE_BYTES + 1 - len(data))
+    return data
+
+
 def read_state(path: str) -> FileState:
     """Just the file's state (stat and sha256 of its bytes): the cheap re-check under a pause."""
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
-            data = fh.read(MAX_SOURCE_BYTES + 1)
+            data = _read_all(fh, st.st_size)
     except OSError as exc:
         raise SourceProblem("file-unreadable", f"{path} cannot be read: {exc.strerror or exc}") from None
     return FileState(path=path, mtime_ns=st.st_mtime_ns, size=len(data), sha256=sha256_hex(data))
@@ -94,7 +105,7 @@ def read_source(path: str) -> SourceFile:
                     "file-too-large",
                     f"{path} is {st.st_size} bytes, over the {MAX_SOURCE_BYTES}-byte limit",
                 )
-            data = fh.read(MAX_SOURCE_BYTES + 1)
+            data = _read_all(fh, st.st_size)
     except FileNotFoundError:
         raise SourceProblem("file-missing", f"{path} does not exist") from None
     except IsADirectoryError:
