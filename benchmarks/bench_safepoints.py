@@ -1,6 +1,6 @@
 """Benchmark safepoints: checkpoint() cost and time to park N workers.
 
-Run:  PYTHONPATH=. python benchmarks/bench_safepoints.py
+Run:  PYTHONPATH=. python benchmarks/bench_safepoints.py [--quick]
 
 Prints markdown tables. Machines are shared and noisy, so costs are measured
 side by side in one run (interleaved rounds) and reported as ratios; the park
@@ -221,7 +221,11 @@ def bench_park_floor(n: int) -> list[float]:
     return acquire
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global ROUNDS, PAUSES, BUDGET_SECONDS
+    args = sys.argv[1:] if argv is None else argv
+    if "--quick" in args:  # run_all --quick: fewer rounds and pauses (--json is ignored: run_all quotes this output)
+        ROUNDS, PAUSES, BUDGET_SECONDS = 7, 100, 3.0
     t0 = time.perf_counter()
     print(
         f"# safepoints benchmark — Python {platform.python_version()} "

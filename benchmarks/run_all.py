@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,9 +25,25 @@ import _common as c
 
 SCRIPTS = ("bench_latency.py", "bench_apply.py", "bench_import.py", "bench_heap.py", "bench_dryrun.py", "bench_memory.py")
 OPTIONAL = ("bench_safepoints.py",)
+#: A script that takes longer is cut off (and reported as not completed).
+QUICK_TIMEOUT = 900
+FULL_TIMEOUT = 1800
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) used so far by finished child processes (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_script(script: str, quick: bool, timeout: float) -> dict:
+    cpu = _children_cpu()
+    sec = _run_script(script, quick, timeout)
+    sec["cpu_seconds"] = _children_cpu() - cpu
+    return sec
+
+
+def _run_script(script: str, quick: bool, timeout: float) -> dict:
     path = os.path.join(c.HERE, script)
     fd, out = tempfile.mkstemp(prefix="hotfix-bench-", suffix=".json")
     os.close(fd)
@@ -76,21 +93,31 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {f"bench_{n.strip()}.py" for n in args.only.split(",")}
         scripts = [s for s in scripts if s in wanted]
     sections = []
+    loads = [os.getloadavg()[0]]
     for script in scripts:
         print(f"[run_all] {script} ...", file=sys.stderr, flush=True)
-        sec = run_script(script, args.quick, timeout=480 if args.quick else 1800)
-        print(f"[run_all] {script} done in {sec.get('elapsed_seconds', 0):.0f} s", file=sys.stderr, flush=True)
+        sec = run_script(script, args.quick, timeout=QUICK_TIMEOUT if args.quick else FULL_TIMEOUT)
+        loads.append(os.getloadavg()[0])
+        sec["load_average"] = loads[-1]
+        print(f"[run_all] {script} done in {sec.get('elapsed_seconds', 0):.0f} s (CPU {sec['cpu_seconds']:.0f} s, "
+              f"load average {loads[-1]:.1f})", file=sys.stderr, flush=True)
         sections.append(sec)
     env = c.environment()
     elapsed = time.perf_counter() - started
+    cpu = sum(sec["cpu_seconds"] for sec in sections)
     mode = ("quick" if args.quick else "full") + (f" ({args.only} only)" if args.only else "")
     print(f"## hotfix benchmarks: Python {env['python']}, {env['date']}, {mode} run, "
-          f"{env['cpus']} CPUs, {elapsed:.0f} s\n")
+          f"{env['cpus']} CPUs, {elapsed:.0f} s (CPU {cpu:.0f} s; load average {min(loads):.1f}-{max(loads):.1f})\n")
     print(c.render_summary(sections))
     print()
     for sec in sections:
         print(c.render_section(sec))
-    doc = {"mode": mode, "environment": env, "elapsed_seconds": elapsed,
+    print(c.md_table(["script", "wall", "CPU (its processes)", "load average after"],
+                     [[sec["name"], f"{sec.get('elapsed_seconds', 0):.0f} s", f"{sec['cpu_seconds']:.0f} s",
+                       f"{sec['load_average']:.1f}"] for sec in sections]))
+    print()
+    doc = {"mode": mode, "environment": env, "elapsed_seconds": elapsed, "cpu_seconds": cpu,
+           "load_average": {"min": min(loads), "max": max(loads)},
            "summary": [r | {"section": s["name"]} for s in sections for r in s["summary"]],
            "sections": sections}
     with open(args.json, "w", encoding="utf-8") as fh:
