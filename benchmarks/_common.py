@@ -145,11 +145,16 @@ class ChildFailed(RuntimeError):
     pass
 
 
-def run_child(config: dict, timeout: float = 120.0) -> dict:
-    """Run ``_driver.py`` with ``config`` in a fresh interpreter; return its JSON result."""
+def run_child(config: dict, timeout: float = 120.0, pythonpath: str | None = None) -> dict:
+    """Run ``_driver.py`` with ``config`` in a fresh interpreter; return its JSON result.
+
+    ``pythonpath``: a source tree whose ``hotfix``, ``safepoints`` and ``verification``
+    the child imports instead of the installed ones (to compare two versions side by side).
+    """
     started = time.perf_counter()
+    env = None if pythonpath is None else dict(os.environ, PYTHONPATH=os.path.abspath(pythonpath))
     proc = subprocess.run([sys.executable, DRIVER, json.dumps(config)], capture_output=True,
-                          text=True, timeout=timeout, cwd=HERE)
+                          text=True, timeout=timeout, cwd=HERE, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout)[-2000:]
