@@ -23,7 +23,8 @@ import time
 
 import _common as c
 
-SCRIPTS = ("bench_latency.py", "bench_apply.py", "bench_import.py", "bench_heap.py", "bench_dryrun.py", "bench_memory.py")
+SCRIPTS = ("bench_latency.py", "bench_apply.py", "bench_import.py", "bench_install_scope.py", "bench_heap.py",
+           "bench_dryrun.py", "bench_memory.py")
 OPTIONAL = ("bench_safepoints.py",)
 #: A script that takes longer is cut off (and reported as not completed).
 QUICK_TIMEOUT = 900
