@@ -1,16 +1,23 @@
-"""Celery (prefork, a real redis-server broker) under ``hotfix run``, no application changes.
+"""Celery (a real redis-server broker) under ``hotfix run``, no application changes.
 
-The main process imports the tasks and forks the pool: it is patched too, so
-children forked later (``--max-tasks-per-child``) are born patched.
+prefork: the main process imports the tasks and forks the pool: it is patched
+too, so children forked later (``--max-tasks-per-child``) are born patched.
+threads: one process runs the tasks in a thread pool; each task is a unit of
+work (Celery's task signals), so a patch waits for the tasks in flight, holds
+new ones for the swap, and reports them as held.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from hotfix.admin._client import Client
 from tests.helpers import EXAMPLES
 
 from .service_helpers import (
@@ -106,3 +113,95 @@ def test_celery_prefork(tmp_path, short_dir, redis_server, client):
     finally:
         service.close()
     assert os.path.isdir(sockets)
+
+
+#: A task that waits for a file: the test holds one task in flight until the patch's pause waits for it.
+GATED = """
+import os
+import time
+
+from tasks import app
+
+
+@app.task(name="gated.wait")
+def wait(started: str, gate: str) -> int:
+    open(started, "w").close()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+"""
+
+
+def test_celery_threads_pool(tmp_path, short_dir, redis_server, client):
+    app = copy_example(EXAMPLES / "celery_service", tmp_path / "app")
+    (app / "gated.py").write_text(GATED)  # a test task next to the app's (the app itself is unchanged)
+    sockets = short_dir("hfct-")
+    argv = [*hotfix_run(sockets, "--check", "pricing=checks:smoke", "--probation", "0.3"),
+            "celery", "-A", "tasks", "worker", "--pool", "threads", "--concurrency", "4", "--include", "gated",
+            "--without-heartbeat", "--without-mingle", "--without-gossip", "--loglevel", "WARNING"]
+    service = Service(argv, app, tmp_path / "celery.log", sockets, env=service_env(REDIS_URL=redis_server.url))
+    try:
+        service.wait_for("the worker process with pricing loaded", loaded(sockets, "pricing", 1))
+        code, doc = rollout("--socket-dir", sockets, "status", "pricing")
+        assert (code, doc["converged"]) == (0, True), doc
+        [proc] = [p for p in doc["processes"] if p["sha256"]]
+        assert proc["pid"] == service.proc.pid, doc  # the threads pool runs tasks in the main process
+        endpoint = Client(socket_path=os.path.join(sockets, f"{proc['pid']}.sock"),
+                          token=Path(sockets, "token").read_text().strip())
+
+        # a good patch while tasks flow, one task held in flight until the pause waits for it
+        (app / "pricing.py").write_text(GOOD)
+        started, gate = tmp_path / "started", tmp_path / "gate"
+        gated = client.send_task("gated.wait", args=[str(started), str(gate)])
+        service.wait_for("the gated task to start", started.exists)
+        outcome: dict = {}
+
+        def apply() -> None:
+            outcome["code"], outcome["doc"] = rollout("--socket-dir", sockets, "apply", "pricing", "--timeout", "60")
+
+        with Load(lambda: quote(client)) as load:
+            service.wait_for("some tasks", lambda: len(load.results) > 20)
+            applying = threading.Thread(target=apply, name="rollout")
+            applying.start()
+            try:
+                service.wait_for("the pause to wait for the gated task",
+                                 lambda: endpoint.status().body.get("safepoints", {}).get("pause_pending"))
+            finally:
+                gate.touch()
+                applying.join(300)
+            service.wait_for("more tasks", load.grown_by(20))
+        code, doc = outcome["code"], outcome["doc"]
+        assert (code, doc["outcome"], doc["converged"]) == (0, "applied", True), doc
+        assert gated.get(timeout=60) == service.proc.pid
+        assert not load.errors and not load.failed(), (load.errors[:3], load.failed()[:3])
+        assert load.results[-1][2]["total"] == 21
+        [canary] = [p for p in doc["processes"] if p["outcome"] == "applied"]
+        hold = canary["hold"]
+        assert hold["workers"] == [] and hold["units_in_flight"] >= 1 and hold["units"] >= hold["units_in_flight"], hold
+        assert f"held {hold['units']} unit" in canary["message"] and "unit(s) of work" in doc["message"], doc
+        code, status = rollout("--socket-dir", sockets, "status", "pricing")
+        assert (code, status["converged"]) == (0, True), status
+
+        # a bad patch: the check fails in the canary (the only process), it rolls back; failures only meanwhile
+        (app / "pricing.py").write_text(BAD)
+        with Load(lambda: quote(client)) as load:
+            service.wait_for("some tasks", lambda: len(load.results) > 20)
+            began = time.monotonic()
+            code, doc = rollout("--socket-dir", sockets, "apply", "pricing")
+            ended = time.monotonic()
+            service.wait_for("more tasks", load.grown_by(20))
+        assert (code, doc["outcome"]) == (1, "rolled-back"), doc
+        assert {r[2]["pid"] for r in load.failed()} <= {doc["canary"]}
+        assert all(began <= r[0] <= ended for r in load.failed()), "a failed task outside the canary's probation"
+        assert load.results[-1][1] == 200 and not load.errors
+
+        # undo the good rollout, restore the file: converged on the original code
+        code, doc = rollout("--socket-dir", sockets, "rollback")
+        assert (code, doc["outcome"]) == (0, "rolled-back"), doc
+        (app / "pricing.py").write_text((EXAMPLES / "celery_service" / "pricing.py").read_text())
+        assert {quote(client)[1]["total"] for _ in range(20)} == {14}
+        code, status = rollout("--socket-dir", sockets, "status", "pricing")
+        assert (code, status["converged"]) == (0, True), status
+    finally:
+        service.close()

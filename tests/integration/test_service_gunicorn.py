@@ -3,14 +3,16 @@
 sync with ``--preload`` (the master is a fork source) and gthread with
 ``--max-requests`` (workers replaced under load). Each: a good patch under
 load with zero failed requests, a bad one rolled back with failures only in
-the canary, a replaced worker serving the patched version, ``rollout
-status`` converged, ``rollout rollback`` restoring every process.
+the canary, a replaced worker serving the patched version (gthread: after the
+bad patch's rollback and the operator's restore, the original version),
+``rollout status`` converged, ``rollout rollback`` restoring every process.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -107,10 +109,15 @@ def test_gunicorn_sync_preload(tmp_path, short_dir):
         service.close()
 
 
+#: Workers serve at least this many requests before gunicorn replaces them (``--max-requests``, plus jitter).
+MAX_REQUESTS = 1000
+
+
 def test_gunicorn_gthread_max_requests(tmp_path, short_dir):
     """Workers are replaced under load (``--max-requests``) and import the file on disk: no preload."""
     service, http = start(tmp_path, short_dir, "--worker-class", "gthread", "--threads", "4",
-                          "--max-requests", "1000", "--max-requests-jitter", "100")
+                          "--max-requests", str(MAX_REQUESTS), "--max-requests-jitter", "100")
+    original = (EXAMPLES / "wsgi_service" / "greeting.py").read_text()
     try:
         sockets = service.socket_dir
         service.wait_for("2 workers with greeting loaded", loaded(sockets, "greeting", 2))
@@ -118,6 +125,41 @@ def test_gunicorn_gthread_max_requests(tmp_path, short_dir):
         code, doc = rollout("--socket-dir", sockets, "status", "greeting")
         master = [p for p in doc["processes"] if p["pid"] == service.proc.pid]
         assert master and master[0]["outcome"] == "not-loaded"  # no --preload: the master never imports the app
+        first_workers = {p["pid"] for p in doc["processes"] if p["sha256"]}
+
+        # a bad patch while the first workers serve (bounded load: none reaches --max-requests, so no
+        # worker imports the bad file from disk): the canary's check fails, it rolls back; failures only
+        # from the canary, only during its probation
+        (service.cwd / "greeting.py").write_text(BAD)
+        bound = MAX_REQUESTS - 100
+        with Load(lambda: greeting_of(http), limit=bound) as load:
+            service.wait_for("some load", lambda: len(load.results) > 20)
+            began = time.monotonic()
+            code, doc = rollout("--socket-dir", sockets, "apply", "greeting")
+            ended = time.monotonic()
+            more = load.grown_by(20)
+            service.wait_for("more load", lambda: more() or len(load.results) + len(load.errors) >= bound)
+        assert (code, doc["outcome"]) == (1, "rolled-back"), doc
+        canary = doc["canary"]
+        assert canary in first_workers, doc
+        assert {r[2]["pid"] for r in load.failed()} <= {canary}, load.failed()[:3]
+        assert all(began <= r[0] <= ended for r in load.failed()), "a failed request outside the canary's probation"
+        assert not load.errors, load.errors[:3]
+        assert {r[2]["pid"] for r in load.results} <= first_workers, "a worker was replaced during the bounded load"
+        assert {greeting_of(http)[1].get("greeting") for _ in range(10)} == {"Hello world"}
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (1, False)  # the file on disk is the bad one: stale everywhere
+
+        # the operator restores the file; workers replaced after the rollback import it: the original code
+        (service.cwd / "greeting.py").write_text(original)
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
+        served = [unix_get(http)[1] for _ in range(2 * (MAX_REQUESTS + 100) + 200)]
+        assert {r["pid"] for r in served} - first_workers, "no worker was replaced"
+        assert {r["greeting"] for r in served} == {"Hello world"}
+        service.wait_for("the replacement workers' endpoints", loaded(sockets, "greeting", 2))
+        code, status = rollout("--socket-dir", sockets, "status", "greeting")
+        assert (code, status["converged"]) == (0, True), status
 
         (service.cwd / "greeting.py").write_text(GOOD)
         with Load(lambda: greeting_of(http)) as load:
@@ -139,8 +181,8 @@ def test_gunicorn_gthread_max_requests(tmp_path, short_dir):
 
         # undo: the operator restores the file; patched workers undo their patch, workers that
         # imported the new file adopt the restored one
-        (service.cwd / "greeting.py").write_text((EXAMPLES / "wsgi_service" / "greeting.py").read_text())
-        for _ in range(2200):  # replace the workers after the rollout (they import the restored file)
+        (service.cwd / "greeting.py").write_text(original)
+        for _ in range(2 * (MAX_REQUESTS + 100) + 200):  # replace the workers after the rollout (they import the restored file)
             unix_get(http)
         code, doc = rollout("--socket-dir", sockets, "rollback")
         assert code == 0 and doc["outcome"] in ("rolled-back", "unchanged"), doc
