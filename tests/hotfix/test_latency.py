@@ -25,6 +25,7 @@ class Clock:
         self.now = 100.0
         self.step = 0.0  # added on every read (for code paths we cannot advance by hand)
         self.slept: list[tuple[float, int | None]] = []  # (seconds, pause holder at that moment)
+        self.kept_away = 0.0  # how much longer than asked each sleep lasts (others holding the GIL)
 
     def read(self) -> float:
         self.now += self.step
@@ -32,7 +33,7 @@ class Clock:
 
     def sleep(self, seconds: float) -> None:
         self.slept.append((seconds, safepoints.current_pause_holder()))
-        self.now += seconds
+        self.now += seconds + self.kept_away
 
 
 @pytest.fixture
@@ -66,6 +67,25 @@ def test_gives_way_once_a_piece_is_done_sleeping_in_proportion(clock, other_thre
         assert len(clock.slept) == 1
     _chunked.give_way()  # outside the block: no callback any more
     assert len(clock.slept) == 1
+
+
+def test_after_being_kept_away_a_whole_switch_interval_the_next_piece_is_one_interval(clock, other_thread):
+    interval = sys.getswitchinterval()
+    with responsive():
+        clock.kept_away = 2 * interval  # the others are computing: they kept the GIL for whole intervals
+        clock.now += PIECE
+        _chunked.give_way()
+        assert len(clock.slept) == 1
+        clock.kept_away = 0.0
+        clock.now += interval / 2
+        _chunked.give_way()
+        assert len(clock.slept) == 1  # no give-way within the next switch interval of work
+        clock.now += interval / 2 + PIECE
+        _chunked.give_way()
+        assert len(clock.slept) == 2  # one interval worked: give way again; this time back at once
+        clock.now += PIECE
+        _chunked.give_way()
+        assert len(clock.slept) == 3  # pieces are short again
 
 
 def test_never_sleeps_while_this_thread_holds_the_pause(clock, other_thread):
