@@ -15,6 +15,7 @@ import signal
 
 import pytest
 
+from hotfix.admin import Client
 from tests.helpers import EXAMPLES
 
 from .service_helpers import (
@@ -129,6 +130,12 @@ def test_a_request_awaiting_between_two_calls_sees_one_version_under_patches(tmp
     try:
         service.wait_for("versioned loaded", loaded(sockets, "versioned", 1))
         service.wait_for("HTTP answers", answers(http))
+        with open(os.path.join(sockets, "token")) as f:
+            token = f.read().strip()
+        status = Client(socket_path=os.path.join(sockets, f"{service.proc.pid}.sock"), token=token).status().body
+        # uvicorn's loop is registered by hotfix run (asyncio's or uvloop's, whichever uvicorn picked)
+        assert [(w["name"], bool(w["loop"])) for w in status["workers"]] == [("asyncio loop (MainThread)", True)], status
+        print("uvicorn's loop:", status["workers"][0]["loop"])
         loads = [Load(lambda: unix_get(http)) for _ in range(4)]
         for load in loads:
             load.__enter__()
