@@ -2,7 +2,8 @@
 
 See ``_launch.py`` (the command), ``bootstrap/sitecustomize.py`` (what runs in
 each process), ``_bootstrap.py`` (install, endpoint, fork), ``_config.py``
-(options and their environment twins), ``_process.py`` (the process's role).
+(options and their environment twins), ``_process.py`` (the process's role),
+``_loops.py`` (every asyncio event loop registered as a safepoints worker).
 """
 
 from ._config import CheckSpec, ConfigError, RunConfig
