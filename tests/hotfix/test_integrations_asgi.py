@@ -147,3 +147,19 @@ def test_the_mounted_admin_app_patches_from_inside_a_request(modules, loop):
     # the apply request is itself a unit on this loop: the pause does not wait for it
     assert sent[0]["status"] == 200, sent[1]["body"][:500]
     assert mod.value() == 2
+
+
+def test_the_mounted_admin_app_rolls_back_from_inside_a_request_without_waiting_for_itself(modules, loop, caplog):
+    mod = modules.create("def value():\n    return 1\n")
+    modules.write(mod, "def value():\n    return -1\n")
+    admin = ASGIMiddleware(hotfix.admin.asgi_app(token=TOKEN, allowed_roots=[modules.dir],
+                                                 checks={mod.__name__: [lambda: mod.value() > 0]}))
+    body = json.dumps({"module": mod.__name__, "probation": 0, "timeout": 5}).encode()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    with caplog.at_level("ERROR", logger="hotfix"):
+        sent = loop.submit(call_app(admin, path="/hotfix/v1/apply", body=body, headers=headers)).result(WAIT)
+    assert sent[0]["status"] == 409, sent[1]["body"][:500]
+    assert json.loads(sent[1]["body"])["outcome"] == "rolled-back"
+    assert mod.value() == 1
+    # the undo took its pause at once: it did not wait for the request it runs in
+    assert not [r for r in caplog.records if "could not park" in r.getMessage()]
