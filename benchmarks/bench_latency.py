@@ -45,7 +45,7 @@ BUDGET = 0.001  # the target: idle gap + 1 ms
 
 def collect(quick: bool, sizes=SIZES, workers=WORKERS, rounds: int | None = None,
             patches: int | None = None, trees: dict[str, str] | None = None) -> dict:
-    rounds = rounds or (2 if quick else 4)
+    rounds = rounds or (3 if quick else 5)
     patches = patches or (4 if quick else 8)
     engines = ENGINES if not trees else tuple(f"hotfix@{t}" for t in trees) + ("reload",)
     jobs = [(e, n, w) for n in sizes for w in workers for e in engines]

@@ -31,8 +31,8 @@ hotfix's own background threads, named ``hotfix-*``), nothing changes: the
 computation runs at full speed. Under a ``safepoints`` pause held by this
 thread it never sleeps (every worker is parked: sleeping would only
 lengthen the pause). When the others turn out to be computing rather than
-waiting for a quick turn (a give-way kept this thread away longer than a
-switch interval), the next piece lasts a switch interval (see
+waiting for a quick turn (a give-way kept this thread away longer than two
+switch intervals), the next piece lasts a switch interval (see
 ``_GiveWay``). Nested and concurrent uses are independent: the state
 is per thread (``verification.yielding``).
 
@@ -85,12 +85,14 @@ class _GiveWay:
     """The ``between`` callback: sleep ``AWAY`` x the time worked once a piece is done.
 
     A piece is ``PIECE``, except after a give-way that kept this thread away
-    longer than a switch interval: then the others are computing (each one
-    keeps the GIL for a whole interval), not waiting for a quick turn, and
-    giving way again at once would only make this thread wait a whole round
-    of them for every piece (measured: an apply next to 8 CPU-bound threads
-    took 2-3 s instead of ~0.1-0.5 s). The next piece then lasts one switch
-    interval, which is when CPython makes this thread give way anyway.
+    longer than two switch intervals. Threads that only want a quick turn
+    hand the GIL on within microseconds, and this thread's own timed wait
+    for the GIL forces a switch after one interval; away for two means
+    threads that keep the GIL for whole intervals, i.e. they are computing,
+    and giving way again at once would only make this thread wait a whole
+    round of them for every piece (measured: an apply next to 8 CPU-bound
+    threads took 2-3 s instead of ~0.1-1 s). The next piece then lasts one
+    switch interval, which is when CPython makes this thread give way anyway.
     """
 
     __slots__ = ("_ident", "_mark", "_piece")
@@ -111,5 +113,5 @@ class _GiveWay:
         _sleep(worked * AWAY)
         back = _now()
         interval = sys.getswitchinterval()
-        self._piece = interval if back - now > interval else PIECE
+        self._piece = interval if back - now > 2 * interval else PIECE
         self._mark = back

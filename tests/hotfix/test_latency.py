@@ -69,10 +69,17 @@ def test_gives_way_once_a_piece_is_done_sleeping_in_proportion(clock, other_thre
     assert len(clock.slept) == 1
 
 
-def test_after_being_kept_away_a_whole_switch_interval_the_next_piece_is_one_interval(clock, other_thread):
+def test_after_being_kept_away_whole_switch_intervals_the_next_piece_is_one_interval(clock, other_thread):
     interval = sys.getswitchinterval()
     with responsive():
-        clock.kept_away = 2 * interval  # the others are computing: they kept the GIL for whole intervals
+        clock.kept_away = 1.5 * interval  # one forced switch's worth: still short pieces
+        clock.now += PIECE
+        _chunked.give_way()
+        clock.now += PIECE
+        _chunked.give_way()
+        assert len(clock.slept) == 2
+        clock.slept.clear()
+        clock.kept_away = 3 * interval  # the others are computing: they kept the GIL for whole intervals
         clock.now += PIECE
         _chunked.give_way()
         assert len(clock.slept) == 1
