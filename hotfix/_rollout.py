@@ -9,12 +9,15 @@ run`` does it in every process; or ``hotfix.admin.serve_socket_dir``).
    A process that has not imported the module is ``not-loaded`` (skipped: it
    will import the file on disk); a socket whose process has exited is
    ``gone``. Abort if a live process does not answer or refuses, the module
-   is blocked, the processes see different files, or the change is risky
-   without ``allow_risky``.
+   is blocked, the processes see different files, a process is in the middle
+   of another transaction, or the change is risky without ``allow_risky``.
+   One rollout or rollback at a time per socket directory (``flock``).
 2. *Canary*: one process that serves traffic (it has run units of work or
-   is a server's worker; never a fork source that serves nothing), pinned to
-   the sha256 every process reported. Apply is synchronous: its checks and
-   probation are over when it answers.
+   is a server's worker; never a server's supervisor, whose probation would
+   see no traffic), pinned to the sha256 every process reported. If it exits
+   first (a recycled worker), another is chosen, processes that appeared
+   meanwhile included; if none is left, abort with no live process changed.
+   Apply is synchronous: its checks and probation are over when it answers.
 3. *Fork sources* next (a gunicorn master with ``--preload``, Celery's main
    process), so children forked from now on are born patched; then the rest.
    On the first failure, roll back every process patched so far (newest
@@ -36,6 +39,7 @@ authorised. Skipping ``not-loaded`` and ``gone`` processes is not a failure.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -57,6 +61,12 @@ from .admin._client import Client, Reply, Unreachable
 from .admin._server import pid_alive
 
 RECORD_NAME = "last-rollout.json"
+#: Held (``flock``) by a rollout apply or rollback: one at a time per socket directory.
+LOCK_NAME = ".rollout.lock"
+#: Canaries that may exit (recycled workers) before the rollout gives up finding one.
+CANARY_ATTEMPTS = 8
+#: Rounds of looking for a new process to be the canary when none that serves traffic is left.
+CANARY_SEARCH_ROUNDS = 12
 #: How often to retry a live process whose endpoint does not answer (it may be starting).
 CONNECT_RETRIES = 5
 
@@ -84,8 +94,10 @@ class ProcessResult:
     ppid: int | None = None
     serves_traffic: bool | None = None
     fork_source: bool = False
+    supervisor: bool = False  # a server's parent process that runs no units of work (never a canary by itself)
     units_of_work: int = 0
     patches: list[str] = attrs.field(factory=list)
+    pending: list[str] = attrs.field(factory=list)  # patches mid-transaction (in their checks or probation)
     late: bool = False  # appeared after the rollout started
     hold: dict | None = None  # who its apply held and waited for (``Hold.to_dict()``)
 
@@ -173,10 +185,12 @@ class _Fleet:
         proc.serves_traffic = info.get("serves_traffic")
         proc.fork_source = bool(info.get("fork_source"))
         proc.units_of_work = int(info.get("units_of_work") or 0)
+        proc.supervisor = info.get("role") == "supervisor"
         if proc.role != "canary":
             proc.role = "fork-source" if proc.serves_traffic is False else "worker" if proc.serves_traffic else "process"
-        proc.patches = [p["id"] for p in body.get("patches") or []
-                        if p.get("in_effect") and (module is None or module in (p.get("modules") or []))]
+        mine = [p for p in body.get("patches") or [] if module is None or module in (p.get("modules") or [])]
+        proc.patches = [p["id"] for p in mine if p.get("in_effect")]
+        proc.pending = [p["id"] for p in mine if p.get("status") == "pending"]
         if module is not None:
             proc.sha256 = (body.get("running_sha256") or {}).get(module)
         return body
@@ -197,6 +211,40 @@ def _members(socket_dir: str, seen: set[int] | None = None) -> list[ProcessResul
     return [ProcessResult(pid, path) for pid, path in discover(socket_dir) if seen is None or pid not in seen]
 
 
+@contextlib.contextmanager
+def _exclusive(socket_dir: str):
+    """Yields None when this rollout holds the socket directory's lock, else the holder's pid (or 0).
+
+    Two rollouts at once would each see the other's canary mid-probation and take it for done."""
+    path = os.path.join(socket_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        yield None  # a read-only directory: the endpoints' own busy checks still apply
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            yield int(holder) if holder.isdigit() else 0
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield None
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _busy(result: RolloutResult, holder: int) -> RolloutResult:
+    who = f" (pid {holder})" if holder else ""
+    return _finish(result, "aborted", EXIT_REJECTED, f"another rollout or rollback is running on {result.socket_dir}"
+                   f"{who}; nothing was changed: wait for it to finish, then check `rollout status`")
+
+
 def rollout(
     socket_dir: str,
     module: str,
@@ -215,6 +263,32 @@ def rollout(
     """Run a rollout (``action="apply"``) or a fleet dry run (``action="dry-run"``).
 
     ``headers`` go with every request (the CLI's operator identity and ``traceparent``)."""
+    if action != "apply":
+        return _rollout(socket_dir, module, token=token, action=action, allow_risky=allow_risky,
+                        expect_sha256=expect_sha256, http_timeout=http_timeout, progress=progress, headers=headers)
+    with _exclusive(socket_dir) as holder:
+        if holder is not None:
+            return _busy(RolloutResult(action, module, socket_dir), holder)
+        return _rollout(socket_dir, module, token=token, action=action, allow_risky=allow_risky, probation=probation,
+                        timeout=timeout, expect_sha256=expect_sha256, canary=canary, http_timeout=http_timeout,
+                        progress=progress, headers=headers)
+
+
+def _rollout(
+    socket_dir: str,
+    module: str,
+    *,
+    token: str | None,
+    action: str,
+    allow_risky: bool = False,
+    probation: float | None = None,
+    timeout: float | None = None,
+    expect_sha256: str | None = None,
+    canary: int | None = None,
+    http_timeout: float = 300.0,
+    progress: Callable[[ProcessResult], None] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> RolloutResult:
     result = RolloutResult(action, module, socket_dir)
     report = progress or (lambda p: None)
     fleet = _Fleet(socket_dir, token, http_timeout, headers)
@@ -288,18 +362,28 @@ def rollout(
     # 2. canary (again if it exits first), then 3. fork sources and the rest
     patched: list[ProcessResult] = []
     remaining = list(todo)
+    exited_canaries = units_before = 0
     while remaining:
         if not patched:
-            proc = next((p for p in remaining if p.pid == canary), None) or pick_canary(remaining)
+            found = _next_canary(fleet, result, module, sha, remaining, canary, allow_risky, report)
+            if found is None or exited_canaries >= CANARY_ATTEMPTS:
+                return _no_canary(result, remaining, exited_canaries, report)
+            proc = found
             proc.role = "canary"
             result.canary = proc.pid
+            with contextlib.suppress(_Gone, Unreachable):
+                fleet.describe(proc, module)  # its units of work so far: the probation's evidence is the difference
+            units_before = proc.units_of_work
         else:  # fork sources first: children forked from now on are born patched
             proc = min(remaining, key=lambda p: (p.role != "fork-source", p.pid))
         remaining.remove(proc)
         failed = _apply_one(fleet, proc, module, fields, report)
         if proc.outcome == "applied":
+            if not patched:
+                _note_canary_traffic(fleet, proc, module, units_before)
             patched.append(proc)
         elif proc.role == "canary" and not patched:
+            exited_canaries += proc.outcome == "gone"
             proc.role = "process" if proc.serves_traffic is None else "worker"
         if failed:
             return _compensate(fleet, result, patched, remaining, proc, report)
@@ -309,13 +393,81 @@ def rollout(
     return result
 
 
-def pick_canary(todo: list[ProcessResult]) -> ProcessResult:
-    """Lowest pid that serves traffic; else one not known to serve nothing; a fork source only if alone."""
+def pick_canary(todo: list[ProcessResult]) -> ProcessResult | None:
+    """Lowest pid that serves traffic; else one not known to serve nothing; else a fork source that is
+    not a server's supervisor (a process that forked helpers and runs the code itself). A supervisor
+    (gunicorn's arbiter, Celery's prefork main process) runs no request or task: its probation would
+    prove nothing, so it is never picked (``--canary PID`` can name it)."""
     for wanted in (True, None, False):
         for proc in sorted(todo, key=lambda p: p.pid):
-            if proc.serves_traffic is wanted:
+            if proc.serves_traffic is wanted and not proc.supervisor:
                 return proc
-    return todo[0]
+    return None
+
+
+def _next_canary(fleet: _Fleet, result: RolloutResult, module: str, sha: str, remaining: list[ProcessResult],
+                 wanted: int | None, allow_risky: bool, report: Callable[[ProcessResult], None]) -> ProcessResult | None:
+    """The operator's canary if still there; else one that serves traffic, looking for processes
+    that appeared meanwhile (recycled workers) when none is left."""
+    chosen = next((p for p in remaining if p.pid == wanted), None)
+    if chosen is not None:
+        return chosen
+    for attempt in range(CANARY_SEARCH_ROUNDS):
+        chosen = pick_canary(remaining)
+        if chosen is not None:
+            return chosen
+        if attempt:
+            time.sleep(0.25)  # workers being replaced: give the next one time to serve its endpoint
+        remaining.extend(_late_candidates(fleet, result, module, sha, allow_risky, report))
+    return pick_canary(remaining)
+
+
+def _late_candidates(fleet: _Fleet, result: RolloutResult, module: str, sha: str, allow_risky: bool,
+                     report: Callable[[ProcessResult], None]) -> list[ProcessResult]:
+    """Processes that appeared since the preflight and can take the patch (same file, same verdict rules)."""
+    found = []
+    for proc in _members(result.socket_dir, {p.pid for p in result.processes}):
+        proc.late = True
+        result.processes.append(proc)
+        if _preflight(fleet, proc, module) is not None or proc.outcome != "checked":
+            report(proc)
+        elif proc.verdict == "unchanged" and proc.disk_sha256 == sha:
+            proc.outcome, proc.message = "unchanged", "appeared during the rollout; runs the reviewed version"
+            report(proc)
+        elif proc.disk_sha256 != sha or proc.verdict not in ("safe", "risky") or (
+                proc.verdict == "risky" and not allow_risky):
+            proc.outcome, proc.message = "differs", "appeared during the rollout and sees another file or verdict"
+            report(proc)
+        else:
+            found.append(proc)
+    return found
+
+
+def _no_canary(result: RolloutResult, remaining: list[ProcessResult], exited: int,
+               report: Callable[[ProcessResult], None]) -> RolloutResult:
+    for proc in remaining:
+        proc.outcome, proc.message = "untouched", "no canary: the rollout stopped before this process"
+        report(proc)
+    result.canary = None
+    result.converged = False
+    why = (f"{exited} canary process(es) exited before their probation ended (workers recycled faster than the "
+           "probation)" if exited else "no process that serves traffic has the module loaded (only a server's "
+           "supervisor, which runs no request or task: its probation would prove nothing)")
+    return _finish(result, "aborted", EXIT_REJECTED, f"no canary: {why}; no live process was changed. Retry with a "
+                   "shorter --probation, or name the canary with --canary PID")
+
+
+def _note_canary_traffic(fleet: _Fleet, proc: ProcessResult, module: str, units_before: int) -> None:
+    """Say how much traffic the canary's probation saw (units of work: requests, tasks, jobs)."""
+    try:
+        fleet.describe(proc, module)
+    except (_Gone, Unreachable):
+        return
+    if proc.serves_traffic is None and not proc.units_of_work:
+        return  # no unit-of-work integration in this process: nothing counted
+    ran = proc.units_of_work - units_before
+    proc.message += (f", {ran} unit(s) of work ran in it meanwhile" if ran > 0 else
+                     ", NO unit of work ran in it meanwhile: traffic did not exercise the patch")
 
 
 def _preflight(fleet: _Fleet, proc: ProcessResult, module: str) -> tuple[int, str] | None:
@@ -331,6 +483,10 @@ def _preflight(fleet: _Fleet, proc: ProcessResult, module: str) -> tuple[int, st
         return EXIT_UNREACHABLE, f"process {proc.pid} is unreachable"
     proc.http_status = reply.status
     body = reply.body
+    if proc.pending:
+        proc.outcome, proc.exit_code = "busy", EXIT_REJECTED
+        proc.message = f"in the middle of another transaction ({', '.join(proc.pending)}: its checks or probation)"
+        return EXIT_REJECTED, f"process {proc.pid} is {proc.message}"
     if reply.status == 404 and body.get("reason") == "not-loaded":
         proc.outcome, proc.message = "not-loaded", "has not imported the module; it will import the file on disk"
         return None
@@ -410,7 +566,8 @@ def _converge(fleet: _Fleet, result: RolloutResult, module: str, sha: str, field
         try:
             fleet.describe(proc, module)
         except _Gone:
-            proc.outcome, proc.message = "gone", "the process has exited; skipped"
+            done = f"{proc.outcome} ({proc.message}), then exited" if proc.outcome == "applied" else "has exited"
+            proc.outcome, proc.message = "gone", f"the process {done}; skipped"
             continue
         except Unreachable as exc:
             proc.outcome, proc.message = "unreachable", str(exc)
@@ -459,12 +616,15 @@ def _compensate(fleet: _Fleet, result: RolloutResult, patched: list[ProcessResul
             reply = Reply(0, {"message": str(exc)})
         if reply.status == 200:
             proc.outcome, proc.message = "rolled-back", f"rolled back by the rollout after process {failed.pid} failed"
+            proc.sha256 = proc.previous_sha256
+            with contextlib.suppress(_Gone, Unreachable):
+                fleet.describe(proc, result.module)  # what it runs now, as it says
         else:
             proc.outcome = "rollback-failed"
             proc.message = f"ROLLBACK FAILED, still running patch {proc.patch_id}: {reply.body.get('message', '')}"
             result.consistent = False
         report(proc)
-    result.converged = result.consistent
+    result.converged = False  # no live process keeps the reviewed version
     if not result.consistent:
         return _finish(result, "inconsistent", failed.exit_code or EXIT_REJECTED,
                        f"process {failed.pid} failed ({failed.outcome}); SOME ROLLBACKS FAILED, the processes run "
@@ -509,7 +669,11 @@ def status(socket_dir: str, module: str | None, *, token: str | None, http_timeo
         for name, digest in (body.get("running_sha256") or {}).items():
             if module is None or name == module:
                 running.setdefault(name, set()).add(digest)
-        if module is not None:
+        if proc.pending:
+            proc.outcome = "in-transaction"
+            proc.message = f"{', '.join(proc.pending)} is in its checks or probation: it may still roll back"
+            lagging += 1
+        elif module is not None:
             if proc.sha256 is None:
                 proc.outcome, proc.message = "not-loaded", f"has not imported {module}"
             elif module in stale:
@@ -530,13 +694,26 @@ def status(socket_dir: str, module: str | None, *, token: str | None, http_timeo
     live = sum(1 for p in result.processes if p.outcome not in ("gone", "unreachable"))
     if not result.processes:
         return _finish(result, "unreachable", EXIT_UNREACHABLE, f"no <pid>.sock endpoints in {socket_dir}")
+    not_loaded = sum(1 for p in result.processes if p.outcome == "not-loaded")
+    gone = sum(1 for p in result.processes if p.outcome == "gone")
+    skipped = ", ".join(part for part in (f"{not_loaded} not-loaded" if not_loaded else "",
+                                          f"{gone} gone" if gone else "") if part)
+    tail = f" ({skipped})" if skipped else ""
     if result.converged:
-        what = f"{module} {result.sha256[:12]}" if module and result.sha256 else (module or "every module")
-        return _finish(result, "converged", EXIT_OK, f"{live} live process(es) run the same code ({what}), "
-                       "the file on disk")
+        if module is None:
+            return _finish(result, "converged", EXIT_OK, f"{live} live process(es) run the files on disk{tail}")
+        holders = live - not_loaded
+        if not holders:
+            return _finish(result, "converged", EXIT_OK, f"no live process has {module} loaded{tail}; they import "
+                           "the file on disk when they first need it")
+        return _finish(result, "converged", EXIT_OK, f"{holders} live process(es) with {module} loaded run "
+                       f"{(result.sha256 or '?')[:12]}, the file on disk{tail}")
     parts = []
-    if lagging:
-        parts.append(f"{lagging} process(es) run something else than the file on disk")
+    busy = sum(1 for p in result.processes if p.outcome == "in-transaction")
+    if lagging - busy:
+        parts.append(f"{lagging - busy} process(es) run something else than the file on disk")
+    if busy:
+        parts.append(f"{busy} process(es) in the middle of a transaction")
     if split:
         parts.append("processes run different versions of " + ", ".join(split[:5]))
     if unreachable:
@@ -576,6 +753,15 @@ def rollback(socket_dir: str, *, token: str | None, http_timeout: float = 300.0,
              progress: Callable[[ProcessResult], None] | None = None,
              headers: Mapping[str, str] | None = None) -> RolloutResult:
     """Undo the last rollout in every live process that runs its patch (processes forked since included)."""
+    with _exclusive(socket_dir) as holder:
+        if holder is not None:
+            return _busy(RolloutResult("rollback", None, socket_dir), holder)
+        return _rollback(socket_dir, token=token, http_timeout=http_timeout, timeout=timeout, progress=progress,
+                         headers=headers)
+
+
+def _rollback(socket_dir: str, *, token: str | None, http_timeout: float, timeout: float | None,
+              progress: Callable[[ProcessResult], None] | None, headers: Mapping[str, str] | None) -> RolloutResult:
     record = read_record(socket_dir)
     result = RolloutResult("rollback", record["module"] if record else None, socket_dir)
     if record is None:

@@ -100,8 +100,9 @@ def siblings(socket_dir: str | None = None) -> tuple[list[int], str | None]:
 def refusal(pids: list[int], socket_dir: str | None) -> str:
     how = (f"use `hotfix rollout --socket-dir {socket_dir} apply MODULE`" if socket_dir
            else "start the service with `hotfix run` and use `hotfix rollout`")
-    return (f"this mounted endpoint would patch this process only (pid {os.getpid()}); {len(pids)} sibling "
-            f"process(es) serve the same app ({', '.join(map(str, pids[:8]))}): {how}. To patch this one "
+    shown = ", ".join(map(str, pids[:8])) + (", ..." if len(pids) > 8 else "")
+    return (f"this mounted endpoint would patch this process only (pid {os.getpid()}); {len(pids)} other "
+            f"process(es) of this service ({shown}) would keep their code: {how}. To patch this one "
             "process anyway, mount the app with allow_single_process=True.")
 
 
@@ -129,7 +130,8 @@ def guard(router, request, allow_single_process: bool, socket_dir: str | None):
         return None
     import attrs
 
-    response = router.refuse(request, 409, "siblings", refusal(pids, directory))
+    # a refusal like any other (409 ``rejected``, nothing changed; the CLI exits 3), for this reason
+    response = router.refuse(request, 409, "rejected", refusal(pids, directory))
     return attrs.evolve(response, payload={**response.payload, "outcome": "rejected", "reason": "siblings",
                                            "pid": os.getpid(), "siblings": pids, "socket_dir": directory})
 

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 
+from hotfix._outcomes import exit_code_for_reply
 from hotfix.admin import wsgi_app
 
 TOKEN = "t" * 40
@@ -31,7 +32,8 @@ def test_a_sibling_in_the_socket_dir_refuses_apply_unless_allowed(modules, short
         app = wsgi_app(TOKEN, allowed_roots=[modules.dir], socket_dir=d)
         modules.write(mod, "def f():\n    return 2\n")
         status, body = call(app, "/hotfix/v1/apply", {"module": mod.__name__, "probation": 0})
-        assert (status, body["error"], body["reason"]) == (409, "siblings", "siblings")
+        assert (status, body["error"], body["reason"], body["outcome"]) == (409, "rejected", "siblings", "rejected")
+        assert exit_code_for_reply("apply", status, body) == 3  # rejected, nothing changed (not 4: unreachable)
         assert body["siblings"] == [os.getppid()] and body["pid"] == os.getpid()
         assert f"pid {os.getpid()}" in body["message"] and "hotfix rollout --socket-dir" in body["message"]
         assert mod.f() == 1  # nothing changed

@@ -7,12 +7,15 @@ import json
 import os
 import socket
 import sys
+import urllib.parse
 
 import pytest
 
 from tests.helpers import EXAMPLES
 
-from .service_helpers import Service, answers, copy_example, service_env
+from hotfix._cli import main as cli_main
+
+from .service_helpers import Service, answers, copy_example, service_env, unix_get
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -35,7 +38,11 @@ def post(path: str, url: str, body: dict) -> tuple[int, dict]:
         conn.close()
 
 
-def test_mounted_app_in_uvicorn_workers_refuses_one_process_patch(tmp_path, short_dir):
+def greet(http_sock: str) -> str:
+    return unix_get(http_sock, "/")[1]["greeting"]
+
+
+def test_mounted_app_in_uvicorn_workers_refuses_one_process_patch(tmp_path, short_dir, capsys):
     app = copy_example(EXAMPLES / "fastapi_app", tmp_path / "app")
     http_sock = os.path.join(short_dir("hfmh-"), "m.sock")
     env = service_env(HOTFIX_TOKEN=TOKEN)
@@ -49,5 +56,16 @@ def test_mounted_app_in_uvicorn_workers_refuses_one_process_patch(tmp_path, shor
         assert (status, body["reason"]) == (409, "siblings"), body
         assert len(body["siblings"]) == 1 and body["pid"] not in body["siblings"]
         assert "this process only" in body["message"] or "patch this process only" in body["message"]
+        # the CLI a user runs against the mount: exit 3 (refused, nothing changed), saying why
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        token_file.chmod(0o600)
+        url = "http+unix://" + urllib.parse.quote(http_sock, safe="") + "/ops"
+        capsys.readouterr()
+        code = cli_main(["--url", url, "--token-file", str(token_file), "apply", "greetings", "--probation", "0"])
+        said = "".join(capsys.readouterr())
+        assert code == 3, said
+        assert "REJECTED (siblings)" in said and "other process(es) of this service" in said, said
+        assert {greet(http_sock) for _ in range(10)} == {"Hello world"}  # no worker was patched
     finally:
         service.close()
