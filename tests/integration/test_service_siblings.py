@@ -11,9 +11,8 @@ import urllib.parse
 
 import pytest
 
-from tests.helpers import EXAMPLES
-
 from hotfix._cli import main as cli_main
+from tests.helpers import EXAMPLES
 
 from .service_helpers import Service, answers, copy_example, service_env, unix_get
 
