@@ -228,3 +228,62 @@ GREETING_BAD = 'def greet(name: str) -> str:\n    raise RuntimeError("regression
 def greeting_hotfix_run(sockets: str) -> list[str]:
     """``hotfix run`` with the examples' smoke check on ``greeting`` and a short probation."""
     return hotfix_run(sockets, "--check", "greeting=checks:smoke", "--probation", "0.3")
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+class Recipe:
+    """One of the README's service recipes (section "Whole services"): what a user types."""
+
+    def __init__(self, example: str, env: dict[str, str], run_options: list[str], command: list[str]) -> None:
+        self.example = example
+        self.env = env
+        self.run_options = run_options  # hotfix run's options, without --socket-dir
+        self.command = command  # after ``--``; ``python`` is the interpreter running the tests
+
+    def argv(self, socket_dir: str, *run_extra: str, command_extra: Sequence[str] = ()) -> list[str]:
+        """``hotfix run`` with this recipe, the socket directory and the documented test extras."""
+        command = [sys.executable if arg == "python" else arg for arg in self.command]
+        return [*hotfix_run(socket_dir, *self.run_options, *run_extra), *command, *command_extra]
+
+
+def readme_recipes() -> dict[str, Recipe]:
+    """The recipes of the README's ``sh`` block under "Recipes", as ``"<example> <program>"``."""
+    import re
+    import shlex
+
+    text = README.read_text(encoding="utf-8")
+    block = text.split("Recipes (the integration tests run exactly these", 1)[1].split("```sh\n", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    recipes: dict[str, Recipe] = {}
+    example = None
+    for line in block.splitlines():
+        title = re.search(r"\(examples/(\w+)\)", line)
+        if line.startswith("#"):
+            example = title.group(1) if title else None
+            continue
+        words = shlex.split(line)
+        if example is None or "run" not in words:
+            continue
+        env = {}
+        while words and "=" in words[0] and not words[0].startswith("-"):
+            key, _, value = words.pop(0).partition("=")
+            env[key] = value
+        assert words[:2] == ["hotfix", "run"], line
+        split = words.index("--")
+        options = words[2:split]
+        i = options.index("--socket-dir")
+        del options[i:i + 2]
+        command = words[split + 1:]
+        recipes[f"{example} {command[0]}"] = Recipe(example, env, options, command)
+        example = None
+    return recipes
+
+
+def readme_recipe(example: str, program: str) -> Recipe:
+    """The README's recipe for ``examples/<example>`` run by ``program`` (gunicorn, uvicorn, celery, python)."""
+    recipes = readme_recipes()
+    key = f"{example} {program}"
+    assert key in recipes, f"no README recipe for examples/{example} under {program}: {sorted(recipes)}"
+    return recipes[key]

@@ -19,8 +19,8 @@ from .service_helpers import (
     Load,
     Service,
     copy_example,
-    greeting_hotfix_run,
     loaded,
+    readme_recipe,
     rollout,
     unix_get,
 )
@@ -35,9 +35,8 @@ def test_django_gunicorn_gthread(tmp_path, short_dir):
     app = copy_example(EXAMPLES / "django_service", tmp_path / "app")
     sockets = short_dir("hfsd-")
     http = os.path.join(short_dir("hfdh-"), "d.sock")
-    argv = [*greeting_hotfix_run(sockets),
-            "gunicorn", "--bind", f"unix:{http}", "--workers", "2", "--worker-class", "gthread", "--threads", "4",
-            "--control-socket", os.path.join(sockets, "gunicorn.ctl"), "--preload", "wsgi:application"]
+    argv = readme_recipe("django_service", "gunicorn").argv(sockets, "--probation", "0.3", command_extra=[
+        "--bind", f"unix:{http}", "--control-socket", os.path.join(sockets, "gunicorn.ctl")])
     service = Service(argv, app, tmp_path / "django.log", sockets)
     try:
         service.wait_for("2 workers", lambda: len(loaded(sockets, "settings", 3)() or {}))

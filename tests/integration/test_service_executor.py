@@ -8,11 +8,10 @@ threads nobody registered.
 from __future__ import annotations
 
 import json
-import sys
 
 from tests.helpers import EXAMPLES
 
-from .service_helpers import Service, copy_example, hotfix_run, loaded, rollout, service_env
+from .service_helpers import Service, copy_example, loaded, readme_recipe, rollout, service_env
 
 GOOD = "def total(amount: int) -> int:\n    return amount * 3\n"
 BAD = 'def total(amount: int) -> int:\n    raise RuntimeError("regression")\n'
@@ -28,8 +27,7 @@ def test_executor_service(tmp_path, short_dir):
     app = copy_example(EXAMPLES / "executor_service", tmp_path / "app")
     sockets = short_dir("hfse-")
     results = tmp_path / "results.jsonl"
-    argv = [*hotfix_run(sockets, "--cover-executors", "--check", "pricing=checks:smoke", "--probation", "0.3"),
-            sys.executable, "service.py"]
+    argv = readme_recipe("executor_service", "python").argv(sockets, "--probation", "0.3")
     service = Service(argv, app, tmp_path / "service.log", sockets, env=service_env(RESULTS=str(results)))
     try:
         service.wait_for("pricing loaded", loaded(sockets, "pricing", 1))

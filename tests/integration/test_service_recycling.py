@@ -21,8 +21,8 @@ from .service_helpers import (
     RedisServer,
     Service,
     copy_example,
-    hotfix_run,
     loaded,
+    readme_recipe,
     rollout,
     service_env,
 )
@@ -64,11 +64,10 @@ def rows(doc: dict) -> list[tuple]:
 def test_celery_children_recycled_faster_than_the_probation(tmp_path, short_dir, redis_server, client):
     app = copy_example(EXAMPLES / "celery_service", tmp_path / "app")
     sockets = short_dir("hfrc-")
-    # the README's Celery recipe, children recycled every 5 tasks
-    argv = [*hotfix_run(sockets, "--check", "pricing=checks:smoke"),
-            "celery", "-A", "tasks", "worker", "--pool", "prefork", "--concurrency", "2",
-            "--max-tasks-per-child", "5", "--without-heartbeat", "--without-mingle", "--without-gossip",
-            "--loglevel", "WARNING"]
+    # the README's Celery recipe, children recycled every 5 tasks (the last --max-tasks-per-child counts)
+    argv = readme_recipe("celery_service", "celery").argv(sockets, command_extra=[
+        "--max-tasks-per-child", "5", "--without-heartbeat", "--without-mingle", "--without-gossip",
+        "--loglevel", "WARNING"])
     service = Service(argv, app, tmp_path / "celery.log", sockets, env=service_env(REDIS_URL=redis_server.url))
     main = service.proc.pid
     try:
