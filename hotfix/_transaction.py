@@ -479,6 +479,7 @@ class _Apply:
         self.waited: tuple[WaitedThread, ...] = ()  # unregistered threads the swap waited for
         self.wait_seconds = 0.0
         self.watch: ProbationWatch | None = None
+        self.twins: list[tuple[types.FunctionType, types.CodeType, types.CodeType]] = []  # 3.11: probation's twins
         self.watching = False  # the watch's hooks are in effect
         self.swapping = False  # the swap step began: the undo log may hold entries
         self.exposed = False  # workers resumed after the swap: a failure now is a rollback
@@ -573,7 +574,20 @@ class _Apply:
             self.result = patch
             return
         self.work = [a for a in self.plans if a.report.verdict != UNCHANGED]
+        self.twins = self._instrumented_twins()  # compiled here, not under the pause
         self.log.info("applying %s (verdicts %s)", self.who, ", ".join(r.verdict for r in self.reports))
+
+    def _instrumented_twins(self) -> list[tuple[types.FunctionType, types.CodeType, types.CodeType]]:
+        """Without ``sys.monitoring`` (3.11) probation swaps in instrumented twins of the patched code."""
+        twins: list[tuple[types.FunctionType, types.CodeType, types.CodeType]] = []
+        if hasattr(sys, "monitoring") or (self.options.probation <= 0 and not self.options.checks):
+            return twins
+        for a in self.work:
+            for probe in a.probes:
+                twin = instrumented_twin(probe.node, probe.scope, a.path, a.compile_flags, probe.code)
+                if twin is not None:
+                    twins.extend((f, probe.code, twin) for f in probe.live)
+        return twins
 
     def step_begin(self) -> None:
         """Record first: the patch is in history and rollbackable before anything changes."""
@@ -623,13 +637,7 @@ class _Apply:
         if self.options.probation <= 0 and not self.options.checks:
             return
         codes = CodeSet(c for a in self.work for c in a.watched)
-        twins: list[tuple[types.FunctionType, types.CodeType, types.CodeType]] = []
-        if not hasattr(sys, "monitoring"):
-            for a in self.work:
-                for probe in a.probes:
-                    twin = instrumented_twin(probe.node, probe.scope, a.path, a.compile_flags, probe.code)
-                    if twin is not None:
-                        twins.extend((f, probe.code, twin) for f in probe.live)
+        twins = self.twins  # compiled after the verification, before the pause
         codes.update(t for _, _, t in twins)
         self.watch = ProbationWatch(codes, self.options.expected, twins, failed=self.wake)
         self.watching = True

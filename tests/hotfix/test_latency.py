@@ -163,3 +163,23 @@ def test_a_verification_reaches_give_way_points_and_an_apply_never_sleeps_under_
     modules.write(mod, body + "def target():\n    return 3\n")
     hotfix.dry_run(mod)
     assert len(clock.slept) >= 20
+
+
+@pytest.mark.skipif(hasattr(sys, "monitoring"), reason="3.12+ watches with sys.monitoring: no twins to compile")
+def test_probation_twins_are_compiled_before_the_pause(modules, monkeypatch):
+    import hotfix
+    from hotfix import _transaction
+
+    compiled_under: list[int | None] = []
+    real = _transaction.instrumented_twin
+
+    def recording(*args, **kwargs):
+        compiled_under.append(safepoints.current_pause_holder())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_transaction, "instrumented_twin", recording)
+    mod = modules.create("def f(x):\n    return x + 1\n")
+    modules.write(mod, "def f(x):\n    return x + 2\n")
+    patch = hotfix.apply(mod, probation=0.01)
+    assert mod.f(1) == 3 and patch.status.value == "applied"
+    assert compiled_under and all(holder is None for holder in compiled_under)
