@@ -174,8 +174,9 @@ _UNSET: Any = object()
 def configure(*, audit_log: Any = _UNSET, code_cache: Any = _UNSET, rollback_depth: int | None = None,
               history_limit: int | None = None) -> None:
     """Process-wide settings. ``audit_log``: path of an append-only JSONL file (``None`` turns it off;
-    a file that cannot be written is refused with ``OSError``); ``code_cache``: directory of the
-    content-addressed code cache used by imports after ``install()`` (``None`` turns it off);
+    a file that cannot be written is refused with ``OSError``); ``code_cache``: where imports after ``install()``
+    cache compiled code by content (``None``: beside the source in ``__pycache__``, the default; a
+    private directory; ``False``: nowhere);
     ``rollback_depth``: how many applied patches stay rollback-able; ``history_limit``: records
     ``history()`` keeps in memory."""
     global ROLLBACK_DEPTH, HISTORY_LIMIT
