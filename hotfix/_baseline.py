@@ -73,7 +73,8 @@ def current_scope() -> Scope | None:
     return _scope
 
 
-def set_code_cache(directory: str | os.PathLike[str] | bool | None) -> None:
+# FBT001: the value of the public ``code_cache=`` option (False: off) passes through unchanged
+def set_code_cache(directory: str | os.PathLike[str] | bool | None) -> None:  # noqa: FBT001
     """Where compiled code is cached: ``None``/``True`` beside the source (the default), ``False`` nowhere,
     or a private ``directory``.
 
