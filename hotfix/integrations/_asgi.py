@@ -16,6 +16,10 @@
   Under ``hotfix run`` the loop is registered anyway, so code outside requests
   (lifespan tasks, background tasks) parks between callbacks.
 
+Limit: a streaming HTTP response (server-sent events, a long download) is a
+unit until it ends; a patch waits for it up to its timeout and is then
+refused (``pause-timeout``, naming the loop and its units in flight).
+
 A request that itself applies a patch (hotfix's mounted admin app) is not
 waited for: the pause runs in a thread that carries the request's context
 (``asyncio.to_thread``), and a pause never waits for its own unit.
