@@ -565,6 +565,7 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
         _pending = True
         _waited.clear()
         _arrived.clear()
+        _units_waited_locked(ident)
         requested = _now()
         try:
             held = _wait_for_workers_locked(ident, deadline, timeout)
@@ -573,7 +574,8 @@ def _acquire(ident: int, timeout: float) -> tuple[PauseInfo, float]:
                 _pause_timeouts += 1
             _release_locked()
             raise
-        return PauseInfo(acquire_seconds=_now() - t0, workers=held, held=_held_locked(ident)), requested
+        return PauseInfo(acquire_seconds=_now() - t0, workers=held,
+                         held=_held_locked(ident) + _unit_records_locked(first=True)), requested
 
 
 def _wait_for_holder_locked(ident: int, deadline: float, timeout: float) -> None:
@@ -646,6 +648,7 @@ def _release(ident: int, info: PauseInfo, started: float) -> None:
         if _holder != ident:  # already released (should not happen)
             return
         arrived = tuple(_held_worker(w) for w in _arrived if all(h.thread_id != w.ident for h in info.held))
+        arrived += _unit_records_locked(first=False)
         resumed = sum(1 for w in _workers.values() if w.parked)
         _release_locked()
         stall = _now() - started
@@ -682,6 +685,8 @@ def _release_locked() -> None:
     _free.notify_all()
     if _held:
         _wake_held_locked()
+    if _unit_held:
+        _unit_held.clear()
 
 
 def _held_count_locked(ident: int) -> int:
@@ -720,12 +725,17 @@ def current_pause_holder() -> int | None:
 
 _current_unit: ContextVar[_Unit | None] = ContextVar("safepoints_async_unit", default=None)
 _held: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+#: PauseInfo.held entries for async units (how="waited": in flight when the pause was requested;
+#: "arrived": held on entry), the first ``_unit_held_reported`` of them already in ``held``.
+_unit_held: list[HeldWorker] = []
+_unit_held_reported = 0
+_pause_serial = 0  # counts pauses, so that a held unit is reported once per pause
 
 
 class _Unit:
     """One ``async_critical()`` block on an event loop (also the value of ``_current_unit``)."""
 
-    __slots__ = ("active", "counted", "ident", "loop", "name", "thread")
+    __slots__ = ("active", "counted", "held_in", "ident", "loop", "name", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, name: str | None) -> None:
         self.loop = loop
@@ -734,6 +744,7 @@ class _Unit:
         self.name = name if name is not None else self.thread.name
         self.active = False  # entered and not yet exited: the task (and tasks it starts) is inside
         self.counted = False  # counted in its loop's worker (not while a pause from inside it runs)
+        self.held_in = -1  # the last pause (``_pause_serial``) that held it on entry
 
 
 def _unit_enter(unit: _Unit) -> asyncio.Future[None] | None:
@@ -742,6 +753,11 @@ def _unit_enter(unit: _Unit) -> asyncio.Future[None] | None:
         if _pending:
             held: asyncio.Future[None] = unit.loop.create_future()
             _held.setdefault(unit.loop, []).append(held)
+            if unit.held_in != _pause_serial:  # once per pause, however often it wakes to look
+                unit.held_in = _pause_serial
+                w = _workers.get(unit.ident)  # named like the loop's worker when it has one
+                name = w.name if w is not None and w.thread is unit.thread else unit.name
+                _unit_held.append(HeldWorker(name=name, thread_id=unit.ident, how="arrived", unit=True))
             return held
         _unit_count_locked(unit)
         unit.active = True
@@ -875,9 +891,29 @@ def _units_after_fork_locked(survivor: _Worker | None, *, held: bool) -> None:
     """In a fork child: held units of other threads' loops are gone; the survivor's wake on their
     own (``_HOLDER_CHECK``) if the pause did not survive, or when the survivor's pause ends."""
     keep = survivor.loop if survivor is not None and held else None
+    _unit_held.clear()
     for loop in list(_held):
         if loop is not keep:
             del _held[loop]
+
+
+def _units_waited_locked(ident: int) -> None:
+    """At a pause request: the async units in flight, which it will wait for (not ``ident``'s)."""
+    global _pause_serial, _unit_held_reported
+    _pause_serial += 1
+    _unit_held.clear()
+    _unit_held_reported = 0
+    for i, w in _workers.items():
+        if w.units and i != ident:
+            _unit_held.extend([HeldWorker(name=w.name, thread_id=i, how="waited", unit=True)] * w.units)
+
+
+def _unit_records_locked(*, first: bool) -> tuple[HeldWorker, ...]:
+    """For PauseInfo.held: the async-unit entries so far (at acquire), or those since (at release)."""
+    global _unit_held_reported
+    start = 0 if first else _unit_held_reported
+    _unit_held_reported = len(_unit_held)
+    return tuple(_unit_held[start:])
 
 
 def _loop_label(loop: asyncio.AbstractEventLoop) -> str:

@@ -77,7 +77,11 @@ class HeldWorker:
     ``"arrived"`` (registered while the pause was pending or held: parked on
     entry). ``unit`` is true for a
     registration of one unit of work (``worker(..., unit=True)``: a request or a
-    task), false for a long-lived worker.
+    task), false for a long-lived worker. Each async unit of work
+    (:func:`safepoints.async_critical`) the pause waited for (``"waited"``: in
+    flight when it was requested) or held on entry (``"arrived"``: it awaited
+    the end of the pause) has its own entry with ``unit`` true and the ident
+    of its loop's thread.
     """
 
     name: str

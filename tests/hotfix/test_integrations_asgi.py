@@ -113,6 +113,8 @@ def test_a_request_awaiting_across_a_patch_sees_one_version(modules, loop):
     loop.call(lambda: gates.setdefault("/held", asyncio.Event()).set())
     assert json.loads(held.result(WAIT)[1]["body"]) == ["new", "new"]
     assert safepoints.statistics().workers == ()
+    hold = result["patch"].hold  # type: ignore[attr-defined]
+    assert (hold.workers, hold.units, hold.units_in_flight) == ((), 2, 1)  # /slow waited for, /held held
 
 
 def test_a_websocket_is_not_a_unit(modules, loop):

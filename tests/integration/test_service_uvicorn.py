@@ -127,6 +127,7 @@ def test_a_request_awaiting_between_two_calls_sees_one_version_under_patches(tmp
     argv = [*hotfix_run(sockets, "--probation", "0"), "uvicorn", "--uds", http, "--log-level", "warning", "app:app"]
     service = Service(argv, app, tmp_path / "uvicorn.log", sockets)
     patches = 6
+    holds: list[dict] = []
     try:
         service.wait_for("versioned loaded", loaded(sockets, "versioned", 1))
         service.wait_for("HTTP answers", answers(http))
@@ -148,6 +149,9 @@ def test_a_request_awaiting_between_two_calls_sees_one_version_under_patches(tmp
                 (app / "versioned.py").write_text(versioned(n))
                 code, doc = rollout("--socket-dir", sockets, "apply", "versioned")
                 assert (code, doc["outcome"]) == (0, "applied"), doc
+                hold = doc["processes"][0]["hold"]  # the loop parked; requests in flight were waited for
+                assert hold["workers"] == ["asyncio loop (MainThread)"] and hold["units"] >= hold["units_in_flight"], hold
+                holds.append(hold)
         finally:
             for load in loads:
                 load.__exit__()
@@ -159,5 +163,6 @@ def test_a_request_awaiting_between_two_calls_sees_one_version_under_patches(tmp
         seen = {r[2]["first"] for r in results}
         assert {"v0", f"v{patches}"} <= seen, seen
         assert all(load.results[-1][2]["first"] == f"v{patches}" for load in loads)
+        print("holds:", [(h["units_in_flight"], h["units"], round(h["seconds"] * 1e3, 2)) for h in holds])
     finally:
         service.close()

@@ -388,6 +388,10 @@ def test_pause_waits_for_an_in_flight_unit_and_holds_new_ones(loop_thread: LoopT
         pauser.join()
     assert pauser.error is None and pauser.info is not None and pauser.info.workers == 1
     assert first.result() == [1, 1]
+    # the report: the loop (a long-lived worker), the unit it waited for, the unit it held on entry
+    ident = lt.thread.ident
+    assert sorted((h.name, h.thread_id, h.how, h.unit) for h in pauser.info.held) == [
+        ("loop", ident, "arrived", True), ("loop", ident, "waited", False), ("loop", ident, "waited", True)]
     assert second.entered.wait(T)
     second.finish()
     assert second.result() == [2, 2]  # all new
