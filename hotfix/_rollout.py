@@ -804,7 +804,8 @@ def _rollback(socket_dir: str, *, token: str | None, http_timeout: float, timeou
                        + ", ".join(f"{p.pid} ({p.outcome})" for p in failed))
     return _finish(result, "rolled-back" if undone else "unchanged", EXIT_OK,
                    f"{undone} process(es) rolled back to the code they ran before the rollout of {module}; "
-                   "restore the previous file (or deploy a fixed one): until then status shows it stale")
+                   "if the rolled-out file is still on disk, restore the previous one (or deploy a fixed one): "
+                   "until then status shows the module stale")
 
 
 def _rollback_one(fleet: _Fleet, proc: ProcessResult, module: str, sha: str, entries: list, timeout: float | None,
