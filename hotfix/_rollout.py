@@ -98,6 +98,7 @@ class ProcessResult:
     units_of_work: int = 0
     patches: list[str] = attrs.field(factory=list)
     pending: list[str] = attrs.field(factory=list)  # patches mid-transaction (in their checks or probation)
+    findings: list[str] = attrs.field(factory=list)  # the dry run's finding codes
     late: bool = False  # appeared after the rollout started
     hold: dict | None = None  # who its apply held and waited for (``Hold.to_dict()``)
 
@@ -342,7 +343,11 @@ def _rollout(
     seen_verdicts = {p.verdict for p in live}
     if "blocked" in seen_verdicts:
         _mark_untouched(result)
-        return _finish(result, "aborted", EXIT_REJECTED, "the change is blocked; nothing was changed (restart instead)")
+        codes = sorted({c for p in live if p.verdict == "blocked" for c in p.findings})
+        advice = ("the file does not compile: fix it (a restart would not start either)" if "syntax-error" in codes
+                  else "a hot patch cannot apply it: restart the service to load it")
+        return _finish(result, "aborted", EXIT_REJECTED, f"the change is blocked ({', '.join(codes) or '?'}); "
+                       f"nothing was changed; {advice}")
     if "risky" in seen_verdicts and not allow_risky:
         _mark_untouched(result)
         return _finish(result, "aborted", EXIT_RISKY, "the change is risky; review the dry run and pass "
@@ -497,6 +502,7 @@ def _preflight(fleet: _Fleet, proc: ProcessResult, module: str) -> tuple[int, st
         return proc.exit_code, f"process {proc.pid}: {proc.message}"
     rep = body.get("report") or {}
     proc.verdict = body.get("outcome")
+    proc.findings = [str(f.get("code")) for f in rep.get("findings") or []]
     proc.disk_sha256 = ((rep.get("source") or {}).get("disk") or {}).get("sha256")
     proc.exit_code = reply_exit_code("dry-run", reply)
     proc.outcome = "checked"

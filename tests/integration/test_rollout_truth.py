@@ -194,3 +194,21 @@ def test_a_canary_undone_by_the_rollout_shows_the_code_it_runs_again(tmp_path, s
         assert running(sockets) == {first: sha(V1), second: sha(V1)}
     finally:
         fleet.close()
+
+
+def test_a_blocked_change_says_what_to_do(tmp_path, short_dir):
+    """A file that does not compile is not 'restart instead': a restart would not start either."""
+    sockets = short_dir("hfsk-")
+    (tmp_path / "appmod.py").write_text(V1)
+    fleet = Processes(tmp_path, sockets)
+    try:
+        pid = fleet.start("load")
+        (tmp_path / "appmod.py").write_text("def f(:\n    return 2\n")
+        code, doc = rollout("--socket-dir", sockets, "apply", "appmod")
+        assert (code, doc["outcome"]) == (3, "aborted"), doc
+        assert "syntax-error" in doc["message"] and "does not compile: fix it" in doc["message"], doc["message"]
+        assert "restart the service" not in doc["message"]
+        assert doc["processes"][0]["findings"] == ["syntax-error"], doc
+        assert running(sockets) == {pid: sha(V1)}
+    finally:
+        fleet.close()

@@ -116,7 +116,10 @@ def test_celery_children_recycled_faster_than_the_probation(tmp_path, short_dir,
             service.wait_for("more tasks", load.grown_by(40))
         assert (code, doc["outcome"]) == (1, "rolled-back"), rows(doc)
         assert doc["canary"] != main
-        assert {r[2]["pid"] for r in load.failed()} <= {doc["canary"]}, rows(doc)
+        # failures only in canaries during their probation: the last one, and earlier ones that were
+        # recycled mid-probation (each exit took its patch with it)
+        exited = {p["pid"] for p in doc["processes"] if p["outcome"] == "gone"}
+        assert {r[2]["pid"] for r in load.failed()} <= {doc["canary"]} | exited, rows(doc)
         assert not load.errors and load.results[-1][1] == 200
         assert {r[2]["total"] for r in load.results[-20:]} == {21}
         code, status = rollout("--socket-dir", sockets, "status", "pricing")
