@@ -59,6 +59,7 @@ from ._outcomes import (
 from ._records import hold_of, hold_phrase
 from .admin._client import Client, Reply, Unreachable
 from .admin._server import pid_alive
+from .admin._siblings import children_of
 
 RECORD_NAME = "last-rollout.json"
 #: Held (``flock``) by a rollout apply or rollback: one at a time per socket directory.
@@ -195,6 +196,25 @@ class _Fleet:
         if module is not None:
             proc.sha256 = (body.get("running_sha256") or {}).get(module)
         return body
+
+
+#: How long a child a fork source has just forked may take to serve its endpoint.
+CHILD_SOCKET_WAIT = 5.0
+
+
+def _wait_for_new_children(result: RolloutResult) -> None:
+    """Children forked during the rollout serve their endpoint right after ``fork()``; one forked just
+    before a fork source was patched may not have yet. Wait (bounded) until every live child of a
+    live fork source has its socket, so that convergence checks it too."""
+    sources = [p.pid for p in result.processes if p.fork_source and p.outcome != "gone"]
+    deadline = time.monotonic() + CHILD_SOCKET_WAIT
+    while sources:
+        known = {pid for pid, _ in discover(result.socket_dir)} | {p.pid for p in result.processes}
+        missing = [c for pid in sources for c in children_of(pid)
+                   if c not in known and not process_exited(c, result.socket_dir)]
+        if not missing or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 def process_exited(pid: int, socket_path: str) -> bool:
@@ -549,6 +569,7 @@ def _apply_one(fleet: _Fleet, proc: ProcessResult, module: str, fields: dict, re
 def _converge(fleet: _Fleet, result: RolloutResult, module: str, sha: str, fields: dict,
               report: Callable[[ProcessResult], None]) -> None:
     """Check late processes (patch them if needed), then that every live holder runs ``sha``."""
+    _wait_for_new_children(result)
     seen = {p.pid for p in result.processes}
     for proc in _members(result.socket_dir, seen):
         proc.late = True

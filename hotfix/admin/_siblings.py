@@ -48,7 +48,8 @@ def _program(pid: int) -> bytes:
     return prog.split(b".")[0]
 
 
-def _children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
+    """Live children of ``pid`` (Linux ``/proc``; empty elsewhere)."""
     found: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -76,7 +77,7 @@ def process_tree_siblings() -> list[int]:
     mine = _cmdline(me)
     if mine is None or not _server_parent():
         return []
-    return sorted(pid for pid in _children(os.getppid()) if pid != me and _cmdline(pid) == mine)
+    return sorted(pid for pid in children_of(os.getppid()) if pid != me and _cmdline(pid) == mine)
 
 
 def socket_dir_siblings(socket_dir: str | None) -> list[int]:

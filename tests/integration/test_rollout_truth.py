@@ -212,3 +212,63 @@ def test_a_blocked_change_says_what_to_do(tmp_path, short_dir):
         assert running(sockets) == {pid: sha(V1)}
     finally:
         fleet.close()
+
+
+#: A fork source: imports appmod, forks a child; on "hide" the child closes its endpoint for a while
+#: (as if it had been forked an instant before the rollout looked), then serves it again.
+FORK_SOURCE = """
+import os, sys, time
+import appmod
+from hotfix._run import _bootstrap
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w)
+    while os.read(r, 1) == b"h":
+        _bootstrap.endpoint().close(timeout=1.0)
+        time.sleep(3.0)
+        _bootstrap._start_endpoint()
+    os._exit(0)
+os.close(r)
+print(pid, flush=True)
+for line in sys.stdin:
+    os.write(w, b"h")
+    print("hidden", flush=True)
+os.close(w)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_child_without_its_endpoint_yet_is_waited_for(tmp_path, short_dir):
+    """APPLIED means every live process with the module runs it: a fork source's child that has not
+    served its socket yet is waited for and patched, not missed."""
+    sockets = short_dir("hfsf-")
+    (tmp_path / "appmod.py").write_text(V1)
+    (tmp_path / "source.py").write_text(FORK_SOURCE)
+    proc = subprocess.Popen([*hotfix_run(sockets, "--probation", "0"), sys.executable, "source.py"], cwd=tmp_path,
+                            env=service_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline()) if proc.stdout else 0
+        deadline = time.monotonic() + WAIT
+        while set(running(sockets)) != {proc.pid, child}:
+            assert time.monotonic() < deadline and proc.poll() is None, "the child never served its endpoint"
+            time.sleep(0.05)
+        (tmp_path / "appmod.py").write_text(V2)
+        assert proc.stdin and proc.stdout
+        proc.stdin.write("hide\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "hidden"
+        while os.path.exists(os.path.join(sockets, f"{child}.sock")):
+            assert time.monotonic() < deadline, "the child kept its socket"
+            time.sleep(0.02)
+        code, doc = rollout("--socket-dir", sockets, "apply", "appmod")
+        assert (code, doc["outcome"]) == (0, "applied"), doc
+        rows = {p["pid"]: p for p in doc["processes"]}
+        assert rows[child]["late"] and rows[child]["outcome"] == "applied", rows
+        assert running(sockets) == {proc.pid: sha(V2), child: sha(V2)}
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(60)
+        print(proc.stderr.read() if proc.stderr else "")
