@@ -28,7 +28,8 @@ class WaitedThread:
     It was not held: it kept running, and the swap waited (under the pause)
     until it had left that code. ``where`` is where it was first seen in
     the replaced code (``file:line in qualname``), ``seconds`` how long it
-    took to leave.
+    took to leave it for good (a pool thread that takes the next job in the
+    same code is still in it: the swap needs every such thread out at once).
     """
 
     name: str
