@@ -125,3 +125,73 @@ def test_a_pause_with_no_workers_holds_nobody() -> None:
         assert info.held == ()
     assert info.held == ()
     assert info.workers == 0
+
+
+def test_async_units_in_flight_and_held_are_counted() -> None:
+    """A loop registered only by its async units: one in flight (waited for), one started during the pause."""
+    import asyncio
+
+    ready = threading.Event()
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    stop_box: list[asyncio.Event] = []
+
+    def run_loop() -> None:
+        async def main() -> None:
+            loop_box.append(asyncio.get_running_loop())
+            stop_box.append(asyncio.Event())
+            ready.set()
+            await stop_box[0].wait()
+
+        asyncio.run(main())
+
+    loop_thread = threading.Thread(target=run_loop, name="bare-loop", daemon=True)
+    loop_thread.start()
+    assert ready.wait(T)
+    loop = loop_box[0]
+    entered = {1: threading.Event(), 2: threading.Event()}
+    started_second = threading.Event()
+    gate: list[asyncio.Event] = []
+
+    async def request(n: int) -> None:
+        if n == 2:
+            started_second.set()
+        async with safepoints.async_critical("requests"):
+            entered[n].set()
+            if n == 1:
+                await gate[0].wait()
+
+    def make_gate() -> None:
+        gate.append(asyncio.Event())
+
+    loop.call_soon_threadsafe(make_gate)
+    first = asyncio.run_coroutine_threadsafe(request(1), loop)
+    assert entered[1].wait(T)
+    acquired, release = threading.Event(), threading.Event()
+    box: list[safepoints.PauseInfo] = []
+
+    def pauser() -> None:
+        with safepoints.pause(timeout=T) as info:
+            box.append(info)
+            acquired.set()
+            assert release.wait(T)
+
+    pausing = threading.Thread(target=pauser, name="pauser")
+    pausing.start()
+    try:
+        wait_until(lambda: safepoints.statistics().pause_pending, "the pause is requested")
+        second = asyncio.run_coroutine_threadsafe(request(2), loop)
+        assert started_second.wait(T)
+        loop.call_soon_threadsafe(gate[0].set)
+        assert acquired.wait(T)
+        first.result(T)
+        assert not entered[2].is_set()
+    finally:
+        release.set()
+        pausing.join(T)
+    second.result(T)
+    loop.call_soon_threadsafe(stop_box[0].set)
+    loop_thread.join(T)
+    [info] = box
+    # its only registration ended with the unit: one entry per async unit, on the loop's thread
+    assert sorted((h.how, h.unit, h.thread_id) for h in info.held) == [
+        ("arrived", True, loop_thread.ident), ("waited", True, loop_thread.ident)]
