@@ -1,7 +1,10 @@
 """Tokens, token files, Host allowlists and peer credentials.
 
 The bearer token comes from, in order: the ``token`` argument, the
-``HOTFIX_TOKEN`` environment variable, or it is generated
+``HOTFIX_TOKEN`` environment variable, the shared ``token`` file of the
+socket directory ``hotfix run`` names in ``HOTFIX_SOCKET_DIR`` (when no
+``token_file`` is given: a mounted app in every worker of a service then
+answers the one token the CLI reads), or it is generated
 (``secrets.token_urlsafe(32)``) and written to a 0600 file: ``token_file``
 if given, else ``$XDG_RUNTIME_DIR/hotfix/hotfix-<pid>.token``, else
 ``<tempdir>/hotfix-<uid>/hotfix-<pid>.token`` (a 0700 directory that must
@@ -37,6 +40,7 @@ TOKEN_ENV = "HOTFIX_TOKEN"
 MIN_TOKEN_LENGTH = 16
 #: Name of the shared token file in a rollout socket directory.
 SHARED_TOKEN_NAME = "token"
+SOCKET_DIR_ENV = "HOTFIX_SOCKET_DIR"  # set by ``hotfix run`` (hotfix._run._config.ENV_SOCKET_DIR)
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
@@ -44,12 +48,13 @@ _log = logging.getLogger("hotfix.admin")
 
 
 class TokenSource:
-    """Where a token came from: ``argument``, ``environment``, ``file`` or ``generated``."""
+    """Where a token came from: ``argument``, ``environment``, ``file``, ``generated`` or ``shared``."""
 
     ARGUMENT = "argument"
     ENVIRONMENT = "environment"
     FILE = "file"
     GENERATED = "generated"
+    SHARED = "shared"  # the socket directory's ``token`` file (``hotfix run``): every process of the service
 
 
 
@@ -276,6 +281,14 @@ def resolve_token(token: str | None, token_file: str | os.PathLike | None) -> tu
     env = os.environ.get(TOKEN_ENV)
     if env:
         return check_token_strength(env.strip()), TokenSource.ENVIRONMENT, None
+    directory = os.environ.get(SOCKET_DIR_ENV)
+    if token_file is None and directory and os.path.isdir(directory):
+        # under ``hotfix run`` a mounted app shares its service's token: a request that lands on
+        # another worker is then answered (by that worker), not refused with 401
+        directory = os.path.abspath(directory)
+        check_shared_dir(directory)
+        secret, _path = shared_token(directory)
+        return secret, TokenSource.SHARED, None
     generated = new_token()
     path = os.fspath(token_file) if token_file is not None else default_token_file()
     write_private_file(path, generated)

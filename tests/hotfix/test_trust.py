@@ -105,6 +105,30 @@ def test_a_private_shared_token_is_adopted(short_dir):
         assert server.token == "written-by-another-worker-" + "w" * 20
 
 
+def test_a_mounted_app_under_hotfix_run_shares_the_services_token(short_dir, monkeypatch):
+    """Every worker's mounted app and socket endpoint answer the one token in the socket directory."""
+    d = short_dir()
+    monkeypatch.delenv("HOTFIX_TOKEN", raising=False)
+    monkeypatch.setenv("HOTFIX_SOCKET_DIR", d)
+    first = hotfix.admin.wsgi_app()
+    second = hotfix.admin.asgi_app()
+    with hotfix.admin.serve_socket_dir(d) as server:
+        assert first.token == second.token == server.token
+    with open(os.path.join(d, "token")) as fh:
+        assert fh.read().strip() == first.token
+    assert [n for n in os.listdir(d) if n.endswith(".token")] == []  # no per-process file was written
+
+
+def test_a_mounted_app_refuses_an_open_socket_directory(short_dir, monkeypatch):
+    d = short_dir()
+    os.chmod(d, 0o777)
+    monkeypatch.delenv("HOTFIX_TOKEN", raising=False)
+    monkeypatch.setenv("HOTFIX_SOCKET_DIR", d)
+    with pytest.raises(PermissionError, match="writable by group or others"):
+        hotfix.admin.wsgi_app()
+    assert os.listdir(d) == []
+
+
 # --------------------------------------------------------------------------- stale token files
 
 
