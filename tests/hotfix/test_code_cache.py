@@ -139,3 +139,12 @@ def test_cache_off_compiles_every_import(modules, beside):
         assert not beside(m).exists()
     finally:
         hotfix.configure(code_cache=None)
+
+
+def test_no_cache_tag_means_no_cache_file_and_a_normal_import(modules, beside, monkeypatch):
+    """An interpreter without a cache tag writes no .pyc; hotfix writes no entry either and still imports."""
+    monkeypatch.setattr(sys.implementation, "cache_tag", None)
+    m = modules.create("def f():\n    return 1\n")
+    assert m.f() == 1
+    assert _baseline._beside_file(m.__file__) is None
+    assert not (Path(m.__file__).parent / "__pycache__").exists()

@@ -10,7 +10,6 @@ new ones for the swap, and reports them as held.
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ from tests.helpers import EXAMPLES
 
 from .service_helpers import (
     Load,
-    RedisServer,
     Service,
     copy_example,
     hotfix_run,
@@ -37,29 +35,12 @@ GOOD = "def total(amount: int) -> int:\n    return amount * 3\n"
 BAD = 'def total(amount: int) -> int:\n    raise RuntimeError("regression")\n'
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run does it)")
-    server = RedisServer(tmp_path)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def client(redis_server):
-    app = celery.Celery("hotfix-tests", broker=redis_server.url, backend=redis_server.url)
-    app.conf.broker_connection_retry_on_startup = True
-    yield app
-    app.close()
-
-
-def quote(client, amount: int = 7) -> tuple[int, dict]:
-    body = client.send_task("tasks.quote", args=[amount]).get(timeout=60)
+def quote(celery_client, amount: int = 7) -> tuple[int, dict]:
+    body = celery_client.send_task("tasks.quote", args=[amount]).get(timeout=60)
     return (500 if "error" in body else 200), body
 
 
-def test_celery_prefork(tmp_path, short_dir, redis_server, client):
+def test_celery_prefork(tmp_path, short_dir, redis_server, celery_client):
     app = copy_example(EXAMPLES / "celery_service", tmp_path / "app")
     sockets = short_dir("hfsc-")
     argv = [*hotfix_run(sockets, "--check", "pricing=checks:smoke", "--probation", "0.3"),
@@ -76,7 +57,7 @@ def test_celery_prefork(tmp_path, short_dir, redis_server, client):
 
         # a good patch while tasks flow (children are recycled meanwhile): zero failed tasks
         (app / "pricing.py").write_text(GOOD)
-        with Load(lambda: quote(client)) as load:
+        with Load(lambda: quote(celery_client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing")
             service.wait_for("more tasks", load.grown_by(20))
@@ -87,7 +68,7 @@ def test_celery_prefork(tmp_path, short_dir, redis_server, client):
 
         # children forked after the rollout (recycled every 25 tasks) run the patched code
         before = {p["pid"] for p in doc["processes"]}
-        results = [quote(client)[1] for _ in range(80)]
+        results = [quote(celery_client)[1] for _ in range(80)]
         assert {r["total"] for r in results} == {21}
         assert {r["pid"] for r in results} - before, "no child was recycled"
         code, status = rollout("--socket-dir", sockets, "status", "pricing")
@@ -95,7 +76,7 @@ def test_celery_prefork(tmp_path, short_dir, redis_server, client):
 
         # a bad patch: the canary's check fails, it rolls back; failures only from the canary
         (app / "pricing.py").write_text(BAD)
-        with Load(lambda: quote(client)) as load:
+        with Load(lambda: quote(celery_client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing")
             service.wait_for("more tasks", load.grown_by(20))
@@ -107,7 +88,7 @@ def test_celery_prefork(tmp_path, short_dir, redis_server, client):
         code, doc = rollout("--socket-dir", sockets, "rollback")
         assert (code, doc["outcome"]) == (0, "rolled-back"), doc
         (app / "pricing.py").write_text((EXAMPLES / "celery_service" / "pricing.py").read_text())
-        assert {quote(client)[1]["total"] for _ in range(60)} == {14}
+        assert {quote(celery_client)[1]["total"] for _ in range(60)} == {14}
         code, status = rollout("--socket-dir", sockets, "status", "pricing")
         assert (code, status["converged"]) == (0, True), status
     finally:
@@ -133,7 +114,7 @@ def wait(started: str, gate: str) -> int:
 """
 
 
-def test_celery_threads_pool(tmp_path, short_dir, redis_server, client):
+def test_celery_threads_pool(tmp_path, short_dir, redis_server, celery_client):
     app = copy_example(EXAMPLES / "celery_service", tmp_path / "app")
     (app / "gated.py").write_text(GATED)  # a test task next to the app's (the app itself is unchanged)
     sockets = short_dir("hfct-")
@@ -153,14 +134,14 @@ def test_celery_threads_pool(tmp_path, short_dir, redis_server, client):
         # a good patch while tasks flow, one task held in flight until the pause waits for it
         (app / "pricing.py").write_text(GOOD)
         started, gate = tmp_path / "started", tmp_path / "gate"
-        gated = client.send_task("gated.wait", args=[str(started), str(gate)])
+        gated = celery_client.send_task("gated.wait", args=[str(started), str(gate)])
         service.wait_for("the gated task to start", started.exists)
         outcome: dict = {}
 
         def apply() -> None:
             outcome["code"], outcome["doc"] = rollout("--socket-dir", sockets, "apply", "pricing", "--timeout", "60")
 
-        with Load(lambda: quote(client)) as load:
+        with Load(lambda: quote(celery_client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             applying = threading.Thread(target=apply, name="rollout")
             applying.start()
@@ -185,7 +166,7 @@ def test_celery_threads_pool(tmp_path, short_dir, redis_server, client):
 
         # a bad patch: the check fails in the canary (the only process), it rolls back; failures only meanwhile
         (app / "pricing.py").write_text(BAD)
-        with Load(lambda: quote(client)) as load:
+        with Load(lambda: quote(celery_client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             began = time.monotonic()
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing")
@@ -200,7 +181,7 @@ def test_celery_threads_pool(tmp_path, short_dir, redis_server, client):
         code, doc = rollout("--socket-dir", sockets, "rollback")
         assert (code, doc["outcome"]) == (0, "rolled-back"), doc
         (app / "pricing.py").write_text((EXAMPLES / "celery_service" / "pricing.py").read_text())
-        assert {quote(client)[1]["total"] for _ in range(20)} == {14}
+        assert {quote(celery_client)[1]["total"] for _ in range(20)} == {14}
         code, status = rollout("--socket-dir", sockets, "status", "pricing")
         assert (code, status["converged"]) == (0, True), status
     finally:

@@ -10,7 +10,6 @@ every child born from then on.
 from __future__ import annotations
 
 import hashlib
-import shutil
 
 import pytest
 
@@ -18,7 +17,6 @@ from tests.helpers import EXAMPLES
 
 from .service_helpers import (
     Load,
-    RedisServer,
     Service,
     copy_example,
     loaded,
@@ -35,25 +33,8 @@ BAD_IN_TRAFFIC = ('def total(amount: int) -> int:\n    if amount == 7:\n        
                   '    return amount * 3\n')
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run does it)")
-    server = RedisServer(tmp_path)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def client(redis_server):
-    app = celery.Celery("hotfix-tests", broker=redis_server.url, backend=redis_server.url)
-    app.conf.broker_connection_retry_on_startup = True
-    yield app
-    app.close()
-
-
-def quote(client) -> tuple[int, dict]:
-    body = client.send_task("tasks.quote", args=[7]).get(timeout=60)
+def quote(celery_client) -> tuple[int, dict]:
+    body = celery_client.send_task("tasks.quote", args=[7]).get(timeout=60)
     return (500 if "error" in body else 200), body
 
 
@@ -61,7 +42,7 @@ def rows(doc: dict) -> list[tuple]:
     return [(p["pid"], p["role"], p["outcome"], p["late"], p["message"]) for p in doc["processes"]]
 
 
-def test_celery_children_recycled_faster_than_the_probation(tmp_path, short_dir, redis_server, client):
+def test_celery_children_recycled_faster_than_the_probation(tmp_path, short_dir, redis_server, celery_client):
     app = copy_example(EXAMPLES / "celery_service", tmp_path / "app")
     sockets = short_dir("hfrc-")
     # the README's Celery recipe, children recycled every 5 tasks (the last --max-tasks-per-child counts)
@@ -80,7 +61,7 @@ def test_celery_children_recycled_faster_than_the_probation(tmp_path, short_dir,
         # 1. a probation longer than a child lives: no canary survives it. The main process is not
         # taken instead; nothing live changes and the rollout says so.
         (app / "pricing.py").write_text(GOOD)
-        with Load(lambda: quote(client)) as load:
+        with Load(lambda: quote(celery_client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing", "--probation", "30")
             service.wait_for("more tasks", load.grown_by(20))
@@ -91,13 +72,13 @@ def test_celery_children_recycled_faster_than_the_probation(tmp_path, short_dir,
         # the patch ran only in canaries, while they lived (each exited mid-probation, patch and all)
         exited = {p["pid"] for p in doc["processes"] if p["outcome"] == "gone"}
         assert {r[2]["pid"] for r in load.results if r[2]["total"] != 14} <= exited, rows(doc)
-        assert {quote(client)[1]["total"] for _ in range(20)} == {14}  # every live child runs the original
+        assert {quote(celery_client)[1]["total"] for _ in range(20)} == {14}  # every live child runs the original
         code, status = rollout("--socket-dir", sockets, "status", "pricing")
         assert {p["pid"]: p["sha256"] for p in status["processes"]}[main] == original, status
 
         # 2. a short probation: a child is the canary, the main process is patched after it, and
         # children forked from then on are born patched
-        with Load(lambda: quote(client)) as load:
+        with Load(lambda: quote(celery_client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing", "--probation", "0")
             service.wait_for("more tasks", load.grown_by(40))
@@ -110,7 +91,7 @@ def test_celery_children_recycled_faster_than_the_probation(tmp_path, short_dir,
         # 3. a patch that passes its check and fails every task: the canary (a child) fails its
         # probation and undoes it; the main process is not touched, later children run GOOD
         (app / "pricing.py").write_text(BAD_IN_TRAFFIC)
-        with Load(lambda: quote(client)) as load:
+        with Load(lambda: quote(celery_client)) as load:
             service.wait_for("some tasks", lambda: len(load.results) > 20)
             code, doc = rollout("--socket-dir", sockets, "apply", "pricing", "--probation", "30")
             service.wait_for("more tasks", load.grown_by(40))
